@@ -1,0 +1,129 @@
+"""Database engine, sessions, schema migrations, and clear errors when the database cannot be used."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from farm.errors import FarmError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+@lru_cache
+def get_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise FarmError(
+            f"FARM_DATABASE_URL {url!r} is not a database URL; use e.g. "
+            "postgresql+psycopg://user@host/db or sqlite:///farm.db"
+        ) from exc
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver we ship
+    if parsed.drivername.startswith("sqlite"):
+        engine = create_engine(parsed, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # WAL lets the demo's worker and the status command read while another process writes.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+def check_reachable(engine: Engine) -> None:
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise FarmError(
+            f"cannot reach the database at {safe_url(str(engine.url))} ({reason}); "
+            "check FARM_DATABASE_URL and that the server is running"
+        ) from exc
+
+
+def _alembic_config(url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str) -> None:
+    """Apply every migration (`farm db upgrade`)."""
+    from alembic import command
+
+    engine = get_engine(url)
+    check_reachable(engine)
+    cfg = _alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def ready_engine(url: str) -> Engine:
+    """An engine whose schema is at the newest migration.
+
+    The embedded SQLite default is migrated on first use; a server database must be migrated with
+    `farm db upgrade` (in a cluster that is the one-shot migration service), so that workers never race.
+    """
+    engine = get_engine(url)
+    check_reachable(engine)
+    if current_revision(engine) == head_revision():
+        return engine
+    if engine.url.get_backend_name() == "sqlite":
+        upgrade(url)
+        return engine
+    state = "has no farm tables" if not inspect(engine).has_table("clips") else "has an older schema"
+    raise FarmError(
+        f"the database at {safe_url(url)} {state}; run `farm db upgrade` against it first"
+    )
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """One transaction: committed on success, rolled back on any error."""
+    factory = sessionmaker(bind=ready_engine(url), expire_on_commit=False)
+    with factory() as session, session.begin():
+        yield session

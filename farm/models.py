@@ -1,0 +1,131 @@
+"""The database schema (SQLAlchemy 2). The database is the source of truth for what exists and what is done."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ClipStatus:
+    """A clip's life: queued -> running -> done, or -> failed after too many attempts."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    ALL = (QUEUED, RUNNING, DONE, FAILED)
+
+
+class Catalog(Base):
+    __tablename__ = "catalogs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))  # surreal, amass, builtin
+    source_uri: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Sequence(Base):
+    __tablename__ = "sequences"
+    __table_args__ = (UniqueConstraint("catalog_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    catalog_id: Mapped[int] = mapped_column(ForeignKey("catalogs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(8))
+    mocap_frames: Mapped[int] = mapped_column(Integer)
+    mocap_rate: Mapped[float] = mapped_column(Float)
+    # Where the motion lives: a file and the keys of its pose and translation arrays.
+    motion_uri: Mapped[str] = mapped_column(Text)
+    pose_key: Mapped[str] = mapped_column(String(160))
+    trans_key: Mapped[str] = mapped_column(String(160))
+
+
+class Asset(Base):
+    """Appearance assets: textures, backgrounds and shape banks (whose rows are kept in `data`)."""
+
+    __tablename__ = "assets"
+    __table_args__ = (UniqueConstraint("kind", "uri"), Index("ix_assets_pick", "kind", "split", "gender"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # texture, background, shapes
+    split: Mapped[str | None] = mapped_column(String(8))
+    gender: Mapped[str | None] = mapped_column(String(8))
+    uri: Mapped[str] = mapped_column(Text)
+    checksum: Mapped[str | None] = mapped_column(String(80))
+    catalog_id: Mapped[int | None] = mapped_column(ForeignKey("catalogs.id", ondelete="CASCADE"))
+    data: Mapped[Any | None] = mapped_column(JSON)
+
+
+class Clip(Base):
+    __tablename__ = "clips"
+    __table_args__ = (
+        UniqueConstraint("sequence_id", "run", "clip_index"),
+        Index("ix_clips_status", "status"),
+        Index("ix_clips_finished_at", "finished_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(160))
+    split: Mapped[str] = mapped_column(String(8))
+    run: Mapped[int] = mapped_column(Integer)
+    clip_index: Mapped[int] = mapped_column(Integer)
+    frame_start: Mapped[int] = mapped_column(Integer)  # 30 fps frames of the sequence
+    frame_stop: Mapped[int] = mapped_column(Integer)
+    stride: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    spec: Mapped[Any] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=ClipStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    output_uri: Mapped[str | None] = mapped_column(Text)
+    frames_done: Mapped[int | None] = mapped_column(Integer)
+    checksums: Mapped[Any | None] = mapped_column(JSON)  # {relative path: {"sha256": .., "size": ..}}
+    render_seconds: Mapped[float | None] = mapped_column(Float)
+
+    @property
+    def frames(self) -> int:
+        return self.frame_stop - self.frame_start
+
+
+class ClipEvent(Base):
+    """Append-only log of clip state changes."""
+
+    __tablename__ = "clip_events"
+    __table_args__ = (Index("ix_clip_events_clip", "clip_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""The scheduler: catalogs, the clip planner, the parameter sampler, enqueue."""

@@ -1,0 +1,1 @@
+"""The worker: Celery tasks, the claim/lease protocol, output writers, upload."""
