@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from farm.errors import FarmError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The newest migration in migrations/versions and the ones before it (a test keeps these true).
+SCHEMA_REVISION = "0001"
+OLDER_REVISIONS: tuple[str, ...] = ()
 
 
 def utcnow() -> datetime:
@@ -89,36 +92,42 @@ def upgrade(url: str) -> None:
         command.upgrade(cfg, "head")
 
 
-def head_revision() -> str | None:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
-
-
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+    """The migration the database is at, read directly (importing Alembic costs more than a status query)."""
+    if not inspect(engine).has_table("alembic_version"):
+        return None
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+_ready: set[str] = set()
 
 
 def ready_engine(url: str) -> Engine:
-    """An engine whose schema is at the newest migration.
+    """An engine whose schema is at SCHEMA_REVISION, the newest migration.
 
     The embedded SQLite default is migrated on first use; a server database must be migrated with
     `farm db upgrade` (in a cluster that is the one-shot migration service), so that workers never race.
     """
     engine = get_engine(url)
+    if url in _ready:
+        return engine
     check_reachable(engine)
-    if current_revision(engine) == head_revision():
-        return engine
-    if engine.url.get_backend_name() == "sqlite":
+    revision = current_revision(engine)
+    if revision != SCHEMA_REVISION:
+        if revision is not None and revision not in OLDER_REVISIONS:
+            raise FarmError(
+                f"the database at {safe_url(url)} is at schema {revision}, newer than this farm's "
+                f"{SCHEMA_REVISION}; upgrade surreal-farm on this machine"
+            )
+        if engine.url.get_backend_name() != "sqlite":
+            state = "has no farm tables" if revision is None else f"has an older schema ({revision})"
+            raise FarmError(
+                f"the database at {safe_url(url)} {state}; run `farm db upgrade` against it first"
+            )
         upgrade(url)
-        return engine
-    state = "has no farm tables" if not inspect(engine).has_table("clips") else "has an older schema"
-    raise FarmError(
-        f"the database at {safe_url(url)} {state}; run `farm db upgrade` against it first"
-    )
+    _ready.add(url)
+    return engine
 
 
 @contextmanager

@@ -1,0 +1,232 @@
+"""The `farm` command line. Heavy imports live inside the commands so that `farm --help` stays quick."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from farm import cli_assets, cli_render
+from farm.errors import FarmError
+from farm.settings import get_settings
+
+app = typer.Typer(
+    help="surreal-farm: SURREAL-style synthetic humans, rendered at scale.", no_args_is_help=True
+)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+catalog_app = typer.Typer(help="MoCap catalogs.", no_args_is_help=True)
+catalog_import_app = typer.Typer(help="Register MoCap sequences.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+catalog_app.add_typer(catalog_import_app, name="import")
+app.add_typer(cli_assets.app, name="assets")
+app.command("render-clip")(cli_render.render_clip)
+
+err = Console(stderr=True)
+
+
+def progress_bar() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,  # no bar in logs and pipes
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations to FARM_DATABASE_URL."""
+    from farm.db import safe_url, upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    err.print(f"database {safe_url(settings.database_url)} is up to date")
+
+
+def _report_import(result: Any) -> None:
+    if result.created:
+        err.print(
+            f"catalog {result.catalog!r}: {result.sequences} sequences, {result.shape_banks} shape banks"
+        )
+    else:
+        err.print(
+            f"catalog {result.catalog!r} is already imported ({result.sequences} sequences); nothing to do"
+        )
+
+
+@catalog_import_app.command("surreal")
+def import_surreal(
+    path: Path = typer.Argument(..., help="SURREAL's smpl_data.npz."),
+    name: str = typer.Option("cmu", help="Catalog name; `<name>_all` then selects all its sequences."),
+) -> None:
+    """Register every sequence of a SURREAL smpl_data.npz, with its subject, split and shape banks."""
+    from farm.db import session_scope
+    from scheduler.catalogs import read_surreal_npz, register_catalog
+
+    with err.status(f"reading {path}"):
+        sequences, banks = read_surreal_npz(path)
+    with session_scope(get_settings().database_url) as session:
+        _report_import(register_catalog(session, name, "surreal", str(path.resolve()), sequences, banks))
+
+
+@catalog_import_app.command("amass")
+def import_amass(
+    folder: Path = typer.Argument(..., help="A folder of AMASS .npz motion files (searched recursively)."),
+    name: str = typer.Option("amass", help="Catalog name."),
+) -> None:
+    """Register AMASS motion files (any frame rate; clips are cut at 30 fps)."""
+    from farm.db import session_scope
+    from scheduler.catalogs import read_amass_dir, register_catalog
+
+    with err.status(f"reading {folder}"):
+        sequences = read_amass_dir(folder)
+    with session_scope(get_settings().database_url) as session:
+        _report_import(register_catalog(session, name, "amass", str(folder.resolve()), sequences))
+
+
+@catalog_import_app.command("builtin")
+def import_builtin() -> None:
+    """Register the built-in, licence-free motion library as the catalog `builtin`."""
+    from farm.db import session_scope
+    from scheduler.catalogs import builtin_sequences, register_catalog
+
+    with session_scope(get_settings().database_url) as session:
+        _report_import(register_catalog(session, "builtin", "builtin", "builtin:", builtin_sequences()))
+
+
+@catalog_app.command("list")
+def catalog_list(
+    catalog: str = typer.Option(None, help="Only this catalog."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
+) -> None:
+    """List the registered sequences."""
+    from rich.table import Table
+
+    from farm.db import session_scope
+    from scheduler.catalogs import list_sequences
+
+    with session_scope(get_settings().database_url) as session:
+        rows = list_sequences(session, catalog)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("catalog", "sequence", "subject", "split", "frames (30 fps)")
+    for row in rows:
+        table.add_row(row["catalog"], row["name"], row["subject"], row["split"], str(row["frames"]))
+    Console().print(table)
+
+
+def _parse_runs(runs: str) -> tuple[int, ...]:
+    try:
+        parsed = tuple(sorted({int(r) for r in runs.split(",") if r.strip()}))
+    except ValueError:
+        parsed = ()
+    if not parsed or any(r not in (0, 1, 2) for r in parsed):
+        raise FarmError(f"--runs {runs!r} is not a comma-separated list of 0, 1 and 2")
+    return parsed
+
+
+@app.command()
+def enqueue(
+    sequences: str = typer.Option(
+        ..., help="`<catalog>_all` or NAME[,NAME...] (NAME may be catalog/sequence)."
+    ),
+    runs: str = typer.Option("0,1,2", help="Which runs (clip steps 50, 30, 70)."),
+    split: str = typer.Option(None, help="Only train or test sequences."),
+    limit: int = typer.Option(None, min=1, help="At most this many clips of the plan."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and count; write and send nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Plan clips with SURREAL's rule, store them, and queue one render task per new clip."""
+    from scheduler.enqueue import Selection
+    from scheduler.enqueue import enqueue as run_enqueue
+
+    if split not in (None, "train", "test"):
+        raise FarmError(f"--split {split!r} must be train or test")
+    selection = Selection(sequences, _parse_runs(runs), split, limit)  # type: ignore[arg-type]
+    with progress_bar() as bar:
+        tasks: dict[str, Any] = {}
+
+        def show(stage: str, done: int, total: int) -> None:
+            label = {"plan": "planning and storing clips", "queue": "queueing render tasks"}[stage]
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(label, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = run_enqueue(get_settings(), selection, dry_run, show)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    c, f = result["clips"], result["frames"]
+    verb = "would plan" if dry_run else "planned"
+    err.print(
+        f"{verb} {c['total']} clips ({c['train']} train, {c['test']} test), {f['total']} frames "
+        f"({f['train']} train, {f['test']} test); {result['new_clips']} new clips queued"
+    )
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Progress toward the target frames: per split and run, clips per state, failures, throughput, ETA."""
+    from farm.bookkeeping import farm_status
+    from farm.db import session_scope
+
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        report = farm_status(session, settings.target_frames)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = Console()
+    pct = 100 * report["progress"]
+    out.print(f"[bold]{report['frames_done']:,}[/] of {report['target_frames']:,} frames done ({pct:.2f}%)")
+    table = Table("split / run", "clips done", "clips planned", "frames done", "frames planned")
+    for split, part in report["splits"].items():
+        table.add_row(
+            split, *(f"{part[k]:,}" for k in ("clips_done", "clips_planned", "frames_done", "frames_planned"))
+        )
+        for run, rp in sorted(part["runs"].items()):
+            table.add_row(
+                f"  {run}",
+                *(f"{rp[k]:,}" for k in ("clips_done", "clips_planned", "frames_done", "frames_planned")),
+            )
+    out.print(table)
+    out.print("clips: " + ", ".join(f"{state} {n:,}" for state, n in report["clips"].items()))
+    tp = report["throughput"]
+    eta = report["eta_seconds"]
+    eta_text = "unknown (nothing finished in the last hour)" if eta is None else f"{eta / 3600:.1f} h"
+    out.print(
+        f"last hour: {tp['clips']:,} clips, {tp['frames']:,} frames ({tp['frames_per_second']:.2f} frames/s); ETA {eta_text}"
+    )
+    for failure in report["failures"]:
+        out.print(f"[red]failed[/] {failure['clips']:,} clips: {failure['reason']}")
+
+
+@app.command()
+def demo() -> None:
+    """Render a handful of clips end to end on this machine with no servers (not available yet)."""
+    err.print("farm demo is not available yet: the renderer and worker issues build it")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a FarmError ends in one sentence on stderr and exit status 2, never a traceback."""
+    try:
+        app(args=argv, prog_name="farm")
+    except FarmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

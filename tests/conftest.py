@@ -1,0 +1,126 @@
+"""Shared fixtures: a private PostgreSQL database and Redis queue per test session, the farm's env, the CLI.
+
+The servers are the machine's real ones (127.0.0.1:5432 and :6379). Without them a test is skipped on a
+developer's machine and fails under CI=true, where nothing may be skipped for want of a service.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # for tests/surreal_data.py
+
+PG_ADMIN_URL = os.environ.get("FARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("FARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def service_missing(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable ({exc})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; under CI=true the real service is required")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"farm_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        service_missing("PostgreSQL at 127.0.0.1:5432", exc)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    from farm.db import get_engine
+
+    get_engine(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client():  # type: ignore[no-untyped-def]
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except Exception as exc:
+        service_missing("Redis at 127.0.0.1:6379", exc)
+    return client
+
+
+@pytest.fixture
+def render_queue(redis_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A queue name of this test's own on the shared Redis, deleted afterwards."""
+    queue = f"render-test-{uuid.uuid4().hex[:12]}"
+    yield queue
+    for key in redis_client.scan_iter(f"*{queue}*"):
+        redis_client.delete(key)
+
+
+@dataclass
+class FarmRun:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def farm_env(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    """Run `farm` in-process in a private working directory with the given FARM_* settings."""
+    from farm import db
+    from farm.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    for key in list(os.environ):
+        if key.startswith("FARM_"):
+            monkeypatch.delenv(key)
+
+    def configure(**settings: str) -> None:
+        for key, value in settings.items():
+            monkeypatch.setenv(f"FARM_{key.upper()}", value)
+        get_settings.cache_clear()
+        db._ready.clear()
+
+    configure()
+    yield configure
+    get_settings.cache_clear()
+    db._ready.clear()
+
+
+@pytest.fixture
+def farm(capsys, farm_env):  # type: ignore[no-untyped-def]
+    from farm.cli import main
+
+    def run(*args: str) -> FarmRun:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return FarmRun(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def surreal_npz(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """The 2,667-sequence SURREAL-shaped smpl_data.npz (zero poses), built once per session."""
+    from surreal_data import write_surreal_npz
+
+    return write_surreal_npz(tmp_path_factory.mktemp("surreal") / "smpl_data.npz")
