@@ -493,7 +493,7 @@ def _jump(t: Array, style: _Style, rng: np.random.Generator) -> _Pose:
         crouch += depth * _pulse(t, start, 0.55, 0.05, 0.12)  # load, then extend into the take-off
         crouch += depth * 0.8 * _pulse(t, landing - 0.02, 0.12, 0.1, 0.6)  # absorb the landing
         arms_back += _pulse(t, start, 0.55, 0.05, 0.12)
-        arms_up += _pulse(t, takeoff - 0.1, 0.15, flight - 0.1, 0.4)
+        arms_up += _pulse(t, takeoff - 0.25, 0.3, flight - 0.1, 0.4)
         tuck += _pulse(t, takeoff, flight / 2, 0.0, flight / 2)
         in_air = (t >= takeoff) & (t < landing)
         tau = t[in_air] - takeoff

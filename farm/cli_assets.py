@@ -1,0 +1,49 @@
+"""`farm assets ...`: build the free body, preview it, register appearance assets."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Bodies and appearance assets.", no_args_is_help=True)
+
+
+# --- `farm assets import ...`: register users' own backgrounds and textures -------------------------------
+
+import_app = typer.Typer(help="Register your own backgrounds and SURREAL textures.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+def _print_asset_import(result) -> None:  # type: ignore[no-untyped-def]
+    found = ", ".join(f"{group} {count}" for group, count in result.found.items())
+    typer.echo(f"{result.kind}s found: {found}; added {result.added}, already registered {result.already}")
+
+
+@import_app.command("backgrounds")
+def import_backgrounds(
+    path: str = typer.Argument(..., help="A folder of images (searched recursively) or a list file."),
+    split: str = typer.Option(..., "--split", help="train or test"),
+) -> None:
+    """Register background images (any size; scaled and centre-cropped to the frame when rendering)."""
+    from pathlib import Path
+
+    from farm.settings import get_settings
+    from scheduler.assets import import_backgrounds as run_import
+
+    if split not in ("train", "test"):
+        from farm.errors import FarmError
+
+        raise FarmError(f"--split {split!r} must be train or test")
+    _print_asset_import(run_import(get_settings().database_url, Path(path), split))  # type: ignore[arg-type]
+
+
+@import_app.command("textures")
+def import_textures(
+    surreal_dir: str = typer.Argument(..., help="SURREAL's smpl_data folder (with textures/*_train.txt)."),
+) -> None:
+    """Register SURREAL's clothing textures from its female/male train/test list files."""
+    from pathlib import Path
+
+    from farm.settings import get_settings
+    from scheduler.assets import import_surreal_textures
+
+    _print_asset_import(import_surreal_textures(get_settings().database_url, Path(surreal_dir)))
