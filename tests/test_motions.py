@@ -141,3 +141,19 @@ def test_knee_bend_moves_the_ankle_backwards() -> None:
     bent = approx_joint_positions(poses, np.zeros((1, 3)))[0]
     straight = approx_joint_positions(np.zeros((1, 72)), np.zeros((1, 3)))[0]
     assert bent[L_ANKLE, 2] < straight[L_ANKLE, 2] - 0.3
+
+
+def test_sketch_skeleton_matches_smplx_kinematics() -> None:
+    """approx_joint_positions composes rotations as SMPL does (checked against smplx's own code)."""
+    torch = pytest.importorskip("torch")
+    from smplx.lbs import batch_rigid_transform, batch_rodrigues
+
+    from farm.motions import PARENTS, REST_JOINTS
+
+    poses, _ = builtin_motion(first("kick"))
+    poses = poses[::97].astype(np.float64)
+    rot = batch_rodrigues(torch.from_numpy(poses.reshape(-1, 3))).reshape(len(poses), 24, 3, 3)
+    rest = torch.from_numpy(np.repeat(REST_JOINTS[None], len(poses), 0))
+    posed, _ = batch_rigid_transform(rot, rest, torch.tensor(PARENTS), dtype=torch.float64)
+    ours = approx_joint_positions(poses, np.zeros((len(poses), 3)))
+    np.testing.assert_allclose(ours, posed.numpy(), atol=1e-6)
