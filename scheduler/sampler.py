@@ -22,9 +22,8 @@ from scheduler.plan import PlannedClip
 GENDERS: tuple[Gender, Gender] = ("female", "male")
 TRAIN_FRACTION = 0.8  # SURREAL's shape banks: train uses the first 80% of rows, test the last 20%
 
-# The built-in pools, used for any kind of asset that has none registered in the database.
+# The built-in pools stand in for any kind of asset that has none registered in the database.
 BUILTIN_TEXTURES = {"train": 200, "test": 50}  # per gender
-BUILTIN_BACKGROUNDS = {"train": 400, "test": 100}
 BUILTIN_SHAPE_ROWS = 2000  # per gender, betas ~ N(0, 1) as the free body's shape space is whitened
 
 
@@ -118,7 +117,9 @@ def builtin_textures(gender: Gender, split: Split) -> list[str]:
 
 
 def builtin_backgrounds(split: Split) -> list[str]:
-    return [f"builtin:background/{split}/{i:04d}" for i in range(BUILTIN_BACKGROUNDS[split])]
+    from farm.backgrounds import builtin_background_uris
+
+    return builtin_background_uris(split)
 
 
 @dataclass(frozen=True)

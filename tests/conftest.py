@@ -94,11 +94,13 @@ def farm_env(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
             monkeypatch.setenv(f"FARM_{key.upper()}", value)
         get_settings.cache_clear()
         db._ready.clear()
+        db.get_engine.cache_clear()
 
     configure()
     yield configure
     get_settings.cache_clear()
     db._ready.clear()
+    db.get_engine.cache_clear()  # engines pool connections to this test's files
 
 
 @pytest.fixture
