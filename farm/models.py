@@ -129,3 +129,27 @@ class ClipEvent(Base):
     to_status: Mapped[str] = mapped_column(String(16))
     worker: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class WorkerRecord(Base):
+    """A worker process seen by the farm, with its last heartbeat (claims and lease renewals)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # Celery's hostname plus the pid
+    hostname: Mapped[str] = mapped_column(String(200))
+    device: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    clips_done: Mapped[int] = mapped_column(Integer, default=0)
+    current_clip_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class FarmSetting(Base):
+    """Farm-wide switches kept in the database, e.g. `paused` (see `farm pause`)."""
+
+    __tablename__ = "farm_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
