@@ -188,6 +188,13 @@ class _ChumpyArray:
         self.state = state
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """Python 3 pickles of protocol 2 rebuild bytes (array buffers) with _codecs.encode(text, 'latin1')."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refusing to decode bytes as {encoding!r}")
+    return text.encode("latin1")
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     import copyreg
 
@@ -203,6 +210,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("builtins", "object"): object,
         ("__builtin__", "set"): set,  # chumpy keeps a set of dirty variables
         ("builtins", "set"): set,
+        ("_codecs", "encode"): _latin1_bytes,
     }
     for core in ("numpy.core", "numpy._core"):
         allowed[(f"{core}.multiarray", "_reconstruct")] = np.core.multiarray._reconstruct  # type: ignore[attr-defined]
