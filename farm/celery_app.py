@@ -1,4 +1,4 @@
-"""The Celery app: one place that knows the broker, the queue and the task names."""
+"""The Celery app: the broker, the render queue, the task name, and settings for minutes-long GPU tasks."""
 
 from __future__ import annotations
 
@@ -12,13 +12,24 @@ from typing import Any
 from celery import Celery
 
 from farm.errors import FarmError
-from farm.settings import Settings
+from farm.settings import Settings, get_settings
 
 RENDER_TASK = "worker.tasks.render_clip"
+PRIORITY_LEVELS = 10  # Redis priority steps 0 (served first) .. 9
+
+
+def celery_for(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    return _make_celery(
+        settings.broker_url,
+        settings.render_queue,
+        settings.clip_time_limit_s,
+        settings.render_memory_limit_mb,
+    )
 
 
 @lru_cache
-def make_celery(broker_url: str, render_queue: str) -> Celery:
+def _make_celery(broker_url: str, render_queue: str, clip_time_limit_s: int, memory_limit_mb: int) -> Celery:
     app = Celery("farm", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_default_queue=render_queue,
@@ -27,13 +38,40 @@ def make_celery(broker_url: str, render_queue: str) -> Celery:
         accept_content=["json"],
         # Messages carry only a clip id; the database holds the spec and the outcome, so no result backend.
         task_ignore_result=True,
+        # Acknowledge a clip only when its task has finished, so a worker that dies mid-clip leaves the
+        # message to be delivered again ...
+        task_acks_late=True,
+        # ... and when a pool process is killed (SIGKILL, out of memory) the message goes straight back to
+        # the queue instead of being acknowledged as failed.
+        task_reject_on_worker_lost=True,
+        # One clip at a time per process: prefetched minutes-long tasks would sit idle while other GPUs starve.
+        worker_prefetch_multiplier=1,
+        task_queue_max_priority=PRIORITY_LEVELS - 1,
+        # A clip that hangs (a stuck GPU driver, a pathological scene) is stopped: softly first, so the task
+        # can give the clip back with the reason, then for good.
+        task_soft_time_limit=int(clip_time_limit_s * 0.9),
+        task_time_limit=clip_time_limit_s,
+        # Blender leaks over long runs: recycle pool processes after a number of clips or above a memory ceiling.
+        worker_max_tasks_per_child=200,
+        worker_max_memory_per_child=memory_limit_mb * 1024,  # kilobytes
+        # Task events for Flower.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
     )
+    if broker_url.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport_options = {
+            # Redis hands an unacknowledged message to another worker after the visibility timeout; it must
+            # be far above the longest clip, or long clips would render twice. Leases recover dead workers.
+            "visibility_timeout": 6 * 3600,
+            # Priorities: 0 (the default, what enqueue sends) is served first; re-renders can be sent with a
+            # larger number to run after the backlog.
+            "priority_steps": list(range(PRIORITY_LEVELS)),
+            "sep": ":",
+            "queue_order_strategy": "priority",
+        }
     return app
-
-
-def celery_for(settings: Settings) -> Celery:
-    return make_celery(settings.broker_url, settings.render_queue)
 
 
 def check_broker(app: Celery) -> None:
@@ -100,3 +138,33 @@ def _push_to_redis(app: Celery, channel: Any, ids: list[int]) -> int:
                 pipe.execute()
         pipe.execute()
     return len(ids)
+
+
+def clip_id_of(payload: str | bytes) -> int:
+    """The clip id carried by a render message as kombu stores it (the envelope with a base64 body)."""
+    message = json.loads(payload)
+    args = json.loads(base64.b64decode(message["body"]))[0]
+    return int(args[0])
+
+
+def clips_in_broker(app: Celery) -> list[int]:
+    """Clip ids of every render message the broker holds: waiting, or delivered and not yet acknowledged.
+
+    The reconciler compares these with the database to re-send what the broker lost.
+    """
+    queue = app.conf.task_default_queue
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        if app.conf.broker_url.startswith(("redis://", "rediss://")):
+            client = channel.client
+            keys = {channel._q_for_pri(queue, p) for p in channel.priority_steps}
+            payloads = [p for key in keys for p in client.lrange(key, 0, -1)]
+            payloads += [json.loads(v)[0] for v in client.hvals(channel.unacked_key)]
+            return [clip_id_of(p if isinstance(p, (str, bytes)) else json.dumps(p)) for p in payloads]
+        if app.conf.broker_url.startswith("sqla+"):
+            queue_row = channel._get_or_create(queue)
+            rows = channel.session.query(channel.message_cls).filter_by(queue_id=queue_row.id)
+            return [clip_id_of(row.payload) for row in rows]
+    raise FarmError(
+        f"the broker {app.conf.broker_url} cannot be inspected; use Redis or the embedded default"
+    )

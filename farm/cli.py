@@ -218,6 +218,112 @@ def _print_status(report: dict[str, Any]) -> None:
 
 
 @app.command()
+def worker(
+    queues: str = typer.Option(None, help="Comma-separated queues (default: FARM_RENDER_QUEUE)."),
+    device: str = typer.Option(None, help="cpu, cuda or optix (default: FARM_DEVICE)."),
+    gpu: int = typer.Option(None, help="Use only this GPU (sets CUDA_VISIBLE_DEVICES for the worker)."),
+    concurrency: int = typer.Option(1, min=1, help="Worker processes, each with its own warm Blender."),
+    loglevel: str = typer.Option("info", help="Celery log level."),
+) -> None:
+    """Start a Celery worker that renders clips (task events on, for Flower)."""
+    import os
+
+    from farm.db import ready_engine
+
+    if device is not None:
+        if device not in ("cpu", "cuda", "optix"):
+            raise FarmError(f"--device {device!r} must be cpu, cuda or optix")
+        os.environ["FARM_DEVICE"] = device
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    get_settings.cache_clear()
+    settings = get_settings()
+    from farm.celery_app import check_broker
+    from farm.storage import open_storage
+    from worker.tasks import app as celery_app
+
+    check_broker(celery_app)
+    ready_engine(settings.database_url)
+    open_storage(settings).check()
+    celery_app.worker_main(
+        [
+            "worker",
+            "--queues", queues or settings.render_queue,
+            "--concurrency", str(concurrency),
+            "--pool", "prefork",
+            "--task-events",
+            "--loglevel", loglevel,
+            "--hostname", f"farm-{settings.device}{'' if gpu is None else gpu}@%h",
+        ]
+    )  # fmt: skip
+
+
+@app.command()
+def reconcile(
+    every: float = typer.Option(None, min=1, help="Run forever, once every this many seconds."),
+) -> None:
+    """Re-queue clips whose worker died and re-send messages the broker lost."""
+    import time
+
+    from scheduler.reconcile import reconcile as run_reconcile
+
+    while True:
+        report = run_reconcile(get_settings())
+        err.print(
+            f"reconcile: {report['taken_back']} clips taken back from dead workers, {report['resent']} messages "
+            f"sent, {report['queued']} clips queued"
+            + (" (farm paused: nothing sent)" if report["paused"] else "")
+        )
+        if every is None:
+            return
+        time.sleep(every)
+
+
+def _set_paused(paused: bool) -> None:
+    from farm.db import session_scope
+    from worker.claims import set_paused
+
+    with session_scope(get_settings().database_url) as session:
+        set_paused(session, paused)
+
+
+@app.command()
+def pause() -> None:
+    """Stop handing out work: workers finish their current clip and take no new one."""
+    _set_paused(True)
+    err.print("farm paused: workers take no new clips until `farm resume`")
+
+
+@app.command()
+def resume() -> None:
+    """Hand out work again (and re-send the messages dropped while paused)."""
+    from scheduler.reconcile import reconcile as run_reconcile
+
+    _set_paused(False)
+    report = run_reconcile(get_settings())
+    err.print(f"farm resumed: {report['resent']} messages sent, {report['queued']} clips queued")
+
+
+@app.command()
+def retry(
+    failed: bool = typer.Option(False, "--failed", help="Put every failed clip back in the queue."),
+) -> None:
+    """Put failed clips back in the queue with a fresh attempt count."""
+    from farm.celery_app import celery_for, check_broker, send_render_tasks
+    from farm.db import session_scope
+    from worker.claims import retry_failed
+
+    if not failed:
+        raise FarmError("say what to retry: `farm retry --failed`")
+    app_ = celery_for(get_settings())
+    check_broker(app_)
+    with session_scope(get_settings().database_url) as session:
+        ids = retry_failed(session)
+    send_render_tasks(app_, ids)
+    err.print(f"{len(ids)} failed clips queued again")
+
+
+@app.command()
 def demo() -> None:
     """Render a handful of clips end to end on this machine with no servers (not available yet)."""
     err.print("farm demo is not available yet: the renderer and worker issues build it")

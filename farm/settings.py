@@ -28,10 +28,19 @@ class Settings(BaseSettings):
     smpl_dir: Path | None = None
     render_queue: str = "render"
 
+    # Workers: a clip is claimed for `lease_seconds` and the lease is renewed every third of that, so a dead
+    # worker's clip is taken back by the reconciler within about this long.
+    lease_seconds: int = Field(default=120, ge=2)
+    max_attempts: int = Field(default=3, ge=1)
+    clip_time_limit_s: int = Field(default=1800, ge=10)  # hard limit for one clip; the soft one is 90% of it
+    reconcile_every_s: int = Field(default=60, ge=1)
+    upload_retry_s: float = Field(default=120.0, ge=0)  # how long uploads keep retrying through an outage
+
     # Rendering (used by workers).
     device: Literal["cpu", "cuda", "optix"] = "cpu"
     engine: Literal["cycles", "eevee"] = "cycles"
     samples: int = Field(default=1, ge=1)
+    render_memory_limit_mb: int = Field(default=4096, ge=256)  # a warm Blender process is recycled above this
     cache_dir: Path = Path.home() / ".cache" / "surreal-farm"
 
 

@@ -1,0 +1,141 @@
+"""The claim protocol on the real PostgreSQL: one holder per clip, completion only by the holder, logged."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from farm.db import session_scope
+from farm.models import Clip, ClipEvent
+from worker import claims
+
+pytestmark = pytest.mark.services
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def db(farm, farm_env, pg_url, render_queue):
+    """This session's PostgreSQL database holding a few queued clips of the built-in catalog."""
+    farm_env(database_url=pg_url, broker_url="redis://127.0.0.1:6379/0", render_queue=render_queue)
+    assert farm("db", "upgrade").code == 0
+    farm("catalog", "import", "builtin")
+    with session_scope(pg_url) as session:
+        session.execute(Clip.__table__.delete())
+        session.execute(claims.FarmSetting.__table__.delete())
+    assert farm("enqueue", "--sequences", "builtin_all", "--limit", "6", "--json").code == 0
+    with session_scope(pg_url) as session:
+        ids = list(session.scalars(select(Clip.id).order_by(Clip.id)))
+    return pg_url, ids
+
+
+def events(url, clip_id):
+    with session_scope(url) as session:
+        rows = session.execute(
+            select(ClipEvent.from_status, ClipEvent.to_status, ClipEvent.worker)
+            .where(ClipEvent.clip_id == clip_id)
+            .order_by(ClipEvent.id)
+        )
+        return [tuple(r) for r in rows]
+
+
+def test_only_one_of_many_racing_workers_gets_a_clip(db):
+    url, ids = db
+    results = []
+
+    def attempt(n):
+        with session_scope(url) as session:
+            results.append(claims.claim(session, ids[0], f"w{n}", LEASE))
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    leases = [r for r in results if isinstance(r, claims.Lease)]
+    assert len(leases) == 1 and all(r == claims.Refusal.TAKEN for r in results if r not in leases)
+    assert events(url, ids[0])[-1][1] == "running"
+
+
+def test_complete_once_and_only_by_the_holder(db):
+    url, ids = db
+    with session_scope(url) as session:
+        lease = claims.claim(session, ids[0], "w1", LEASE)
+    stranger = claims.Lease(ids[0], "not-the-token", lease.spec, 1)
+    with session_scope(url) as session:
+        assert not claims.complete(session, stranger, "w2", "x", 1, {}, 1.0)
+        assert claims.complete(session, lease, "w1", "out/x", 100, {"k": {"sha256": "ab", "size": 1}}, 2.5)
+    with session_scope(url) as session:
+        assert not claims.complete(
+            session, lease, "w1", "out/x", 100, {}, 2.5
+        )  # a second completion does nothing
+        assert claims.claim(session, ids[0], "w3", LEASE) == claims.Refusal.OVER  # a late duplicate delivery
+        clip = session.get(Clip, ids[0])
+        assert (clip.status, clip.frames_done, clip.output_uri, clip.attempts) == ("done", 100, "out/x", 1)
+    assert [e[1] for e in events(url, ids[0])] == ["queued", "running", "done"]
+
+
+def test_failures_requeue_then_fail_and_exclude_the_worker(db):
+    url, ids = db
+    for attempt in (1, 2):
+        with session_scope(url) as session:
+            lease = claims.claim(session, ids[1], "w1", LEASE)
+            assert isinstance(lease, claims.Lease) and lease.attempt == attempt
+            assert claims.fail(session, lease, "w1", "RenderError: boom", max_attempts=3) == "queued"
+    with session_scope(url) as session:
+        assert claims.claim(session, ids[1], "w1", LEASE) == claims.Refusal.EXCLUDED  # failed it twice
+        lease = claims.claim(session, ids[1], "w2", LEASE)
+        assert claims.fail(session, lease, "w2", "RenderError: boom again", max_attempts=3) == "failed"
+    with session_scope(url) as session:
+        clip = session.get(Clip, ids[1])
+        assert (clip.status, clip.error, clip.attempts) == ("failed", "RenderError: boom again", 3)
+        assert claims.retry_failed(session) == [ids[1]]
+    with session_scope(url) as session:
+        assert (session.get(Clip, ids[1]).status, session.get(Clip, ids[1]).attempts) == ("queued", 0)
+
+
+def test_expired_leases_are_taken_back_and_the_old_holder_cannot_complete(db):
+    url, ids = db
+    with session_scope(url) as session:
+        lease = claims.claim(session, ids[2], "dead", timedelta(seconds=1))
+        assert claims.claim(session, ids[2], "w2", LEASE) == claims.Refusal.TAKEN
+    time.sleep(1.2)
+    with session_scope(url) as session:
+        assert claims.take_back_expired(session, max_attempts=3) == [ids[2]]
+        assert not claims.renew(session, lease, LEASE)
+        assert not claims.complete(session, lease, "dead", "x", 1, {}, 1.0)
+        assert isinstance(claims.claim(session, ids[2], "w2", LEASE), claims.Lease)
+    assert events(url, ids[2])[2] == ("running", "queued", claims.RECONCILER)
+    # An expired lease can also be claimed directly by a redelivered message.
+    with session_scope(url) as session:
+        session.execute(
+            update(Clip)
+            .where(Clip.id == ids[3])
+            .values(status="running", lease_token="old", lease_expires_at=claims.utcnow() - LEASE)
+        )
+        assert isinstance(claims.claim(session, ids[3], "w4", LEASE), claims.Lease)
+
+
+def test_a_clip_that_keeps_losing_its_worker_ends_failed(db):
+    url, ids = db
+    for _ in range(3):
+        with session_scope(url) as session:
+            claims.claim(session, ids[4], "doomed", timedelta(seconds=0))
+        time.sleep(0.05)
+        with session_scope(url) as session:
+            claims.take_back_expired(session, max_attempts=3)
+    with session_scope(url) as session:
+        clip = session.get(Clip, ids[4])
+        assert clip.status == "failed" and "stopped renewing its lease" in clip.error
+
+
+def test_pause_stops_claims_and_resume_restores_them(db):
+    url, ids = db
+    with session_scope(url) as session:
+        claims.set_paused(session, True)
+    with session_scope(url) as session:
+        assert claims.claim(session, ids[5], "w1", LEASE) == claims.Refusal.PAUSED
+        claims.set_paused(session, False)
+    with session_scope(url) as session:
+        assert isinstance(claims.claim(session, ids[5], "w1", LEASE), claims.Lease)
