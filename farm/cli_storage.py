@@ -12,7 +12,9 @@ from farm.settings import get_settings
 
 def verify(
     deep: bool = typer.Option(
-        True, "--deep/--quick", help="Re-hash every object (finds corruption), or compare stored metadata only."
+        True,
+        "--deep/--quick",
+        help="Re-hash every object (finds corruption), or compare stored metadata only.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
