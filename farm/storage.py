@@ -159,8 +159,10 @@ class LocalStorage:
         return ObjectInfo(sha256, size)
 
     def hash(self, key: str) -> ObjectInfo | None:
-        path = self._path(key)
-        return file_info(path) if path.is_file() else None
+        try:
+            return file_info(self._path(key))
+        except (FileNotFoundError, IsADirectoryError):
+            return None
 
     def read_bytes(self, key: str) -> bytes:
         try:
