@@ -47,3 +47,43 @@ def import_textures(
     from scheduler.assets import import_surreal_textures
 
     _print_asset_import(import_surreal_textures(get_settings().database_url, Path(surreal_dir)))
+
+
+# --- `farm assets build-body` / `farm assets preview`: the free anny-based body ---------------------------
+
+
+@app.command("build-body")
+def build_body(
+    out: str = typer.Option(None, "--out", help="Folder for SMPL_FEMALE/MALE/NEUTRAL.npz (default: the cache)."),
+) -> None:
+    """Build the free SMPL-compatible bodies from anny (deterministic; cached after the first build)."""
+    import json
+    from pathlib import Path
+
+    from farm.free_body import build_free_bodies, ensure_free_body, file_sha256, free_body_dir
+    from farm.settings import get_settings
+
+    if out is None:
+        paths = {g: ensure_free_body(g, get_settings().cache_dir) for g in ("female", "male", "neutral")}
+        typer.echo(f"free bodies in {free_body_dir(get_settings().cache_dir)}")
+    else:
+        paths = build_free_bodies(Path(out))
+    for gender, path in paths.items():
+        stats = path.with_name(f"{path.stem}.stats.json")
+        info = json.loads(stats.read_text()) if stats.exists() else {}
+        typer.echo(
+            f"{gender:8s} {path}  sha256 {file_sha256(path)[:16]}  "
+            f"explained variance (10 betas) {info.get('explained_variance_10', '?')}"
+        )
+
+
+@app.command("preview")
+def preview(
+    out: str = typer.Option("free-bodies.png", "--out", help="The PNG contact sheet to write."),
+) -> None:
+    """Write a PNG contact sheet of the free bodies in several shapes and poses (no Blender needed)."""
+    from pathlib import Path
+
+    from farm.body_preview import contact_sheet
+
+    typer.echo(f"wrote {contact_sheet(Path(out))}")

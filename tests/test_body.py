@@ -256,3 +256,79 @@ def test_surreal_and_amass_files_drive_the_free_body(body_settings: Settings, tm
     np.testing.assert_allclose(results[0].vertices, results[1].vertices, atol=1e-5)
     # The root translation carries the body forward along +z.
     assert results[0].joints[-1, 0, 2] - results[0].joints[0, 0, 2] > 3.0
+
+
+# --- textures and the preview ----------------------------------------------------------------------------
+
+
+def test_builtin_texture_pools_are_disjoint_and_deterministic(body_settings: Settings) -> None:
+    from farm.textures import BUILTIN_TEXTURES_PER_GENDER, builtin_texture_uris, load_texture
+
+    for gender in ("female", "male"):
+        train, test = builtin_texture_uris(gender, "train"), builtin_texture_uris(gender, "test")
+        assert (len(train), len(test)) == (
+            BUILTIN_TEXTURES_PER_GENDER["train"],
+            BUILTIN_TEXTURES_PER_GENDER["test"],
+        )
+        assert not set(train) & set(test)
+    uri = builtin_texture_uris("female", "train")[17]
+    first = load_texture(uri, settings=body_settings)
+    assert first.shape == (512, 512, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, load_texture(uri, settings=body_settings))
+    other = load_texture(builtin_texture_uris("male", "test")[17], settings=body_settings)
+    assert np.abs(first.astype(int) - other).mean() > 5
+    with pytest.raises(FarmError, match="unknown built-in texture"):
+        load_texture("builtin:texture/female/test/0050", settings=body_settings)
+
+
+def test_texture_regions_follow_the_part_labels(body_settings: Settings) -> None:
+    from farm.textures import HAIR, SHOE, SKIN, TOP, TROUSERS, uv_layout
+
+    layout = uv_layout(512, str(body_settings.cache_dir))
+    assert layout.covered.mean() > 0.5
+    model = load_body_model("free", "neutral", body_settings)
+    # The texel at each face's UV centre lies in the zone of that face's part label.
+    uv = model.vt[model.ft].mean(axis=1)
+    rows = np.clip(((1 - uv[:, 1]) * 512).astype(int), 0, 511)
+    cols = np.clip((uv[:, 0] * 512).astype(int), 0, 511)
+    zone = layout.zone[rows, cols]
+    labels = model.part_labels[model.faces]
+    same = (labels[:, 0] == labels[:, 1]) & (labels[:, 1] == labels[:, 2])
+    feet = same & np.isin(labels[:, 0], (8, 9, 11, 12))
+    hands = same & np.isin(labels[:, 0], (21, 22, 23, 24))
+    belly = same & (labels[:, 0] == 4)
+    hips = same & (labels[:, 0] == 1)
+    assert (zone[feet] == SHOE).mean() > 0.95 and (zone[hands] == SKIN).mean() > 0.95
+    assert (zone[belly] == TOP).mean() > 0.95 and (zone[hips] == TROUSERS).mean() > 0.95
+    assert (zone[same & (labels[:, 0] == 16)] == HAIR).mean() > 0.03  # the scalp: few, large faces
+
+
+def test_user_texture_files_are_read_safely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    import farm.textures as textures
+
+    image = np.random.default_rng(1).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "cloth.png")
+    np.testing.assert_array_equal(textures.load_texture(str(tmp_path / "cloth.png")), image)
+    assert textures.load_texture(f"file://{tmp_path / 'cloth.png'}").shape == (64, 48, 3)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(FarmError, match="broken.jpg"):
+        textures.load_texture(str(tmp_path / "broken.jpg"))
+    with pytest.raises(FarmError, match="does not exist"):
+        textures.load_texture(str(tmp_path / "missing.png"))
+    monkeypatch.setattr(textures, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(FarmError, match="scale it down"):
+        textures.load_texture(str(tmp_path / "cloth.png"))
+
+
+def test_preview_writes_a_contact_sheet(body_settings: Settings, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from farm.body_preview import PANEL, contact_sheet
+
+    path = contact_sheet(tmp_path / "sheet.png", body_settings)
+    with Image.open(path) as img:
+        assert img.size == (6 * PANEL, 3 * PANEL)
+        pixels = np.asarray(img.convert("RGB"))
+    assert (np.abs(pixels.astype(int) - [245, 245, 240]).sum(axis=2) > 30).mean() > 0.1  # bodies, not blank
