@@ -54,7 +54,9 @@ def import_textures(
 
 @app.command("build-body")
 def build_body(
-    out: str = typer.Option(None, "--out", help="Folder for SMPL_FEMALE/MALE/NEUTRAL.npz (default: the cache)."),
+    out: str | None = typer.Option(
+        None, "--out", help="Folder for SMPL_FEMALE/MALE/NEUTRAL.npz (default: the cache)."
+    ),
 ) -> None:
     """Build the free SMPL-compatible bodies from anny (deterministic; cached after the first build)."""
     import json
