@@ -18,7 +18,7 @@ def farm_status(session: Session, target_frames: int) -> dict[str, Any]:
     planned_frames = func.sum(Clip.frame_stop - Clip.frame_start)
     rows = session.execute(
         select(
-            Clip.split, Clip.run, Clip.status, func.count(Clip.id), planned_frames, func.sum(Clip.frames_done)
+            Clip.split, Clip.run, Clip.status, func.count(), planned_frames, func.sum(Clip.frames_done)
         ).group_by(Clip.split, Clip.run, Clip.status)
     ).all()
     clips = dict.fromkeys(ClipStatus.ALL, 0)

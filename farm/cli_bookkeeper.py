@@ -1,0 +1,20 @@
+"""`farm bookkeeper`: serve the dashboard, the JSON API and Prometheus metrics (see farm/bookkeeper.py)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from farm.settings import get_settings
+
+
+def bookkeeper(
+    host: str = typer.Option("0.0.0.0", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
+) -> None:
+    """Serve the dashboard (/), the JSON API (/api/...), /metrics and clip thumbnails from the database."""
+    from farm.bookkeeper import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(get_settings(), host, port)
