@@ -37,7 +37,7 @@ import numpy as np
 
 from farm.errors import FarmError
 
-FREE_BODY_VERSION = 1
+FREE_BODY_VERSION = 2
 GENDERS = ("female", "male", "neutral")
 SAMPLES_PER_GENDER = 600
 TRAIN_FRACTION = 0.8  # the first 80% of each shape bank is train, the rest test (as SURREAL's CAESAR banks)
@@ -100,7 +100,10 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(arrays):
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            array = np.asarray(arrays[name])  # (ascontiguousarray would turn a 0-d string into 1-d)
+            np.lib.format.write_array(
+                buf, array if array.flags.c_contiguous else array.copy(), allow_pickle=False
+            )
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, buf.getvalue())
