@@ -46,7 +46,7 @@ def clips_page(
 ) -> dict[str, Any]:
     """Clip counts per state and, for one state, a page of its clips, most recently changed first."""
     counts = dict.fromkeys(ClipStatus.ALL, 0)
-    counts.update(session.execute(select(Clip.status, func.count()).group_by(Clip.status)).tuples().all())
+    counts.update(session.execute(select(Clip.status, func.count()).group_by(Clip.status)).all())
     result: dict[str, Any] = {"counts": counts}
     if state is None:
         return result
@@ -365,7 +365,7 @@ def render_dashboard(data: dict[str, Any]) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>surreal-farm</title>",
         "<meta http-equiv='refresh' content='60'><meta name='viewport' content='width=device-width'>",
         f"<style>{CSS}</style></head><body>",
-        f"<h1>surreal-farm</h1><div class='muted'>as of {escape(data['now'])} UTC, refreshed every minute</div>",
+        f"<h1>surreal-farm</h1><div class='muted'>as of {escape(data['now'][:19].replace('T', ' '))} UTC, refreshed every minute</div>",
     ]
     if data["paused"]:
         parts.append(
@@ -452,7 +452,7 @@ def render_dashboard(data: dict[str, Any]) -> str:
         parts.append(
             f"<figure><img class='thumb' src='{c['thumbnail']}' alt='{escape(c['name'])}' loading='eager' "
             "onload=\"this.dataset.loaded=this.naturalWidth\" onerror=\"this.dataset.loaded='0';this.alt+=' (no thumbnail)'\">"
-            f"<figcaption>{escape(c['name'])}<br><span class='muted'>{escape(c['split'])} run{c['run']}, {escape((c['finished_at'] or '')[:16])}</span></figcaption></figure>"
+            f"<figcaption>{escape(c['name'])}<br><span class='muted'>{escape(c['split'])} run{c['run']}, {escape((c['finished_at'] or '')[:16].replace('T', ' '))}</span></figcaption></figure>"
         )
     if not data["recent"]:
         parts.append("<p class='muted'>No finished clips yet.</p>")
@@ -483,7 +483,7 @@ def throughput_svg(th: dict[str, Any], width: int = 1100, height: int = 220) -> 
             f"<text x='{left - 6}' y='{y + 4:.1f}' font-size='11' text-anchor='end' fill='#555'>{int(peak * frac):,}</text>"
         )
         out.append(f"<line x1='{left}' y1='{y:.1f}' x2='{left + plot_w}' y2='{y:.1f}' stroke='#eee'/>")
-    labels_every = max(1, int(timedelta(hours=4).total_seconds() // th["bucket_seconds"]))
+    label_step = 4 * 3600  # a time label on every 4th whole hour
     for i, b in enumerate(buckets):
         x = left + i * step
         if b["frames"]:
@@ -492,7 +492,7 @@ def throughput_svg(th: dict[str, Any], width: int = 1100, height: int = 220) -> 
                 f"<rect class='bucket' x='{x + 0.5:.1f}' y='{top + plot_h - h:.1f}' width='{max(1.0, step - 1):.1f}' height='{h:.1f}' fill='#2a7'>"
                 f"<title>{b['start'][11:16]} UTC: {b['frames']:,} frames, {b['clips']:,} clips</title></rect>"
             )
-        if i % labels_every == 0:
+        if int(datetime.fromisoformat(b["start"]).timestamp()) % label_step == 0:
             out.append(
                 f"<text x='{x:.1f}' y='{height - 6}' font-size='11' fill='#555'>{b['start'][11:16]}</text>"
             )
