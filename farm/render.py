@@ -1,0 +1,380 @@
+"""The renderer boundary: plain job/result types, the camera math, and the `Renderer` implementations.
+
+Nothing here imports bpy. `BlenderProcessRenderer` runs `python -m blender.server` (the only place bpy lives)
+and talks to it over a socket; `InProcessRenderer` imports the scene code in this process (benchmarks).
+
+Conventions (also in the README):
+- World: the SMPL frame of the motion, metres, +Y up. The body's yaw `zrot` is a rotation about the vertical
+  (+Y) axis through the pelvis at frame 0, so the pelvis at frame 0 stays where the motion put it.
+- Camera: at pelvis height, `distance` metres from the frame-0 pelvis along world +Z, looking along -Z (so
+  with zrot = 0 it faces the SMPL body's front), static over the clip. Its frame is OpenCV's: x right, y down,
+  z forward. `x_cam = R @ X_world + t` with R = diag(1, -1, -1) and t = -R @ camLoc.
+- Pixels: 0-based, (0, 0) is the centre of the top-left pixel, x right, y down.
+  `joints2D = (K @ x_cam)[:2] / z` with K = [[f, 0, W/2], [0, f, H/2], [0, 0, 1]], f = 600 px at 320x240:
+  SURREAL's K, and the Blender camera is shifted half a pixel so the image agrees with it exactly.
+- depth: metres along the camera's z axis (not along the ray); background exactly 1e10.
+- normal: unit surface normals in the camera frame (x right, y down, z forward, so visible surfaces have
+  z < 0); background 0.
+- gtflow: forward optical flow in pixels, [..., 0] = dx (right positive), [..., 1] = dy (down positive): the
+  surface point seen at pixel p in frame t is at p + flow in frame t+1. The last frame of a clip has no
+  successor and holds 0. From Blender's raw Vector pass (X, Y, Z, W) = (prev - cur, cur - next) with y up:
+  dx = -Z, dy = +W.
+- segm: 0 background, 1..24 SMPL parts (joint index + 1).
+- RGB: albedo (sRGB texture, linearised) x SH irradiance, emitted; sRGB-encoded; composited over the
+  background image with the render's alpha.
+- SH irradiance: Ramamoorthi-Hanrahan with the clip's 9 coefficients in the order L00, L1-1, L10, L11,
+  L2-2, L2-1, L20, L21, L22, evaluated on the camera-frame normal (x, y, z) above, so the "vertical" term
+  L1-1 multiplies y (down): a negative coefficient lights the body from above, as in SURREAL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from farm.spec import ClipSpec
+
+BACKGROUND_DEPTH = 1e10
+SH_CONSTANTS = (0.429043, 0.511664, 0.743125, 0.886227, 0.247708)  # Ramamoorthi-Hanrahan c1..c5
+
+Progress = Callable[[int, int], None]  # (frames done, frames in the clip)
+
+
+class RenderError(RuntimeError):
+    """Blender failed on a clip (crash, timeout, bad scene); the message says why. The farm marks the
+    clip failed."""
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera in OpenCV convention plus the body's placement in the world."""
+
+    K: np.ndarray  # (3, 3) intrinsics, pixels
+    R: np.ndarray  # (3, 3) world -> camera rotation
+    t: np.ndarray  # (3,) world -> camera translation
+    world_from_body: np.ndarray  # (4, 4): the yaw about the vertical through the frame-0 pelvis
+    width: int
+    height: int
+
+    @property
+    def location(self) -> np.ndarray:
+        """Camera centre in world metres (SURREAL's camLoc)."""
+        return -self.R.T @ self.t
+
+    def body_to_world(self, points: np.ndarray) -> np.ndarray:
+        m = self.world_from_body
+        return points @ m[:3, :3].T + m[:3, 3]
+
+    def to_camera(self, points: np.ndarray) -> np.ndarray:
+        return points @ self.R.T + self.t
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """World points (..., 3) -> 0-based pixel coordinates (..., 2)."""
+        x = self.to_camera(points) @ self.K.T
+        return x[..., :2] / x[..., 2:3]
+
+
+def yaw_matrix(angle: float) -> np.ndarray:
+    """Rotation by `angle` radians about +Y (the vertical)."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def make_camera(spec: ClipSpec, pelvis0: np.ndarray) -> Camera:
+    """The clip's camera: `spec.camera.distance` from the frame-0 pelvis along +Z, at pelvis height."""
+    cam = spec.camera
+    f = cam.focal_px
+    K = np.array([[f, 0.0, cam.width / 2], [0.0, f, cam.height / 2], [0.0, 0.0, 1.0]])
+    pelvis0 = np.asarray(pelvis0, dtype=np.float64)
+    world_from_body = np.eye(4)
+    world_from_body[:3, :3] = yaw_matrix(spec.zrot)
+    world_from_body[:3, 3] = pelvis0 - world_from_body[:3, :3] @ pelvis0
+    R = np.diag([1.0, -1.0, -1.0])
+    location = pelvis0 + np.array([0.0, 0.0, cam.distance])
+    return Camera(K, R, -R @ location, world_from_body, cam.width, cam.height)
+
+
+@dataclass
+class RenderJob:
+    """Everything Blender needs for one clip, as plain arrays. Vertices are in body coordinates (before the
+    yaw); the camera carries the yaw as `world_from_body`."""
+
+    spec: ClipSpec
+    vertices: np.ndarray  # (T, V, 3) float32
+    faces: np.ndarray  # (F, 3) int32
+    vt: np.ndarray  # (Nvt, 2) float32 UVs
+    ft: np.ndarray  # (F, 3) int32 UV index per face corner
+    face_parts: np.ndarray  # (F,) uint8 part label 1..24 (the material index + 1)
+    texture: np.ndarray  # (H, W, 3) uint8 sRGB
+    background: np.ndarray  # (height, width, 3) uint8 sRGB, the camera's size
+    camera: Camera
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.vertices.shape[0])
+
+
+@dataclass
+class RenderResult:
+    """Per-frame passes, (T, H, W, ...), in the conventions of this module's docstring."""
+
+    rgb: np.ndarray  # uint8 (T, H, W, 3), composited over the background
+    alpha: np.ndarray  # float32 (T, H, W), the render's coverage before compositing
+    depth: np.ndarray  # float32 (T, H, W)
+    normal: np.ndarray  # float32 (T, H, W, 3)
+    flow: np.ndarray  # float32 (T, H, W, 2)
+    segm: np.ndarray  # uint8 (T, H, W)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: "setup", "render", "read"
+    software: dict[str, str] = field(default_factory=dict)  # e.g. {"blender": "5.0.1"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    engine: Literal["cycles", "eevee"] = "cycles"
+    device: Literal["cpu", "cuda", "optix"] = "cpu"
+    samples: int = 1
+    threads: int = 0  # 0: all cores
+    memory_limit_mb: int = 4096  # a warm process whose RSS passes this is recycled after its clip
+    timeout_s: float = 1800.0  # one clip
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RenderOptions:
+        return cls(
+            engine=settings.engine,
+            device=settings.device,
+            samples=settings.samples,
+            memory_limit_mb=getattr(settings, "render_memory_limit_mb", cls.memory_limit_mb),
+        )
+
+
+def face_labels(vertex_labels: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """A face's part is the label of at least two of its corners, else its first corner's."""
+    corner = np.asarray(vertex_labels)[faces]
+    return np.where(corner[:, 1] == corner[:, 2], corner[:, 1], corner[:, 0]).astype(np.uint8)
+
+
+@dataclass
+class PreparedClip:
+    job: RenderJob
+    poses: np.ndarray  # (T, 72) SMPL axis-angle, without the yaw
+    joints: np.ndarray  # (T, 24, 3) world metres (with the yaw)
+
+
+def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Any = None) -> PreparedClip:
+    """Motion, body evaluation, assets and camera for a clip: everything before Blender.
+
+    `frames` renders only the clip's first N frames; the job's spec then says frame_count = N.
+    """
+    from farm.backgrounds import load_background
+    from farm.body import load_body_model
+    from farm.motion import load_clip_motion
+    from farm.textures import load_texture
+
+    if frames is not None:
+        spec = spec.model_copy(update={"frame_count": max(1, min(frames, spec.frame_count))})
+    poses, trans = load_clip_motion(spec)
+    model = load_body_model(spec.body_model, spec.gender, settings)
+    body = model.evaluate(poses, np.asarray(spec.shape, np.float32), trans)
+    camera = make_camera(spec, body.joints[0, 0])
+    faces = model.faces.astype(np.int32)
+    job = RenderJob(
+        spec=spec,
+        vertices=body.vertices,
+        faces=faces,
+        vt=model.vt.astype(np.float32),
+        ft=model.ft.astype(np.int32),
+        face_parts=face_labels(model.part_labels, faces),
+        texture=load_texture(spec.texture, settings=settings),
+        background=load_background(spec.background, spec.camera.width, spec.camera.height),
+        camera=camera,
+    )
+    return PreparedClip(job, poses, camera.body_to_world(body.joints).astype(np.float32))
+
+
+class Renderer(Protocol):
+    def render(self, job: RenderJob, progress: Progress | None = None) -> RenderResult: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessRenderer:
+    """Imports bpy into this process (once) and renders there: for benchmarks and single-shot tools."""
+
+    def __init__(self, options: RenderOptions | None = None) -> None:
+        from blender.scene import SceneRenderer  # bpy is imported here, not at module import
+
+        self.options = options or RenderOptions()
+        self._scene = SceneRenderer(self.options)
+
+    def render(self, job: RenderJob, progress: Progress | None = None) -> RenderResult:
+        return self._scene.render(job, progress)
+
+    def close(self) -> None:
+        self._scene.close()
+
+
+def _rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class BlenderProcessRenderer:
+    """A warm Blender: one `python -m blender.server` child that renders clip after clip.
+
+    It is started on first use, restarted after a clip when its memory passes `memory_limit_mb` (Blender
+    leaks over long runs), and restarted after it dies. A crash or timeout raises RenderError with the reason
+    and the tail of Blender's log.
+    """
+
+    def __init__(self, options: RenderOptions | None = None) -> None:
+        self.options = options or RenderOptions()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._log: Any = None
+        self.restarts = 0  # processes started, for tests and metrics
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def rss_mb(self) -> float:
+        return _rss_mb(self._proc.pid) if self._proc else 0.0
+
+    def start(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._stop()
+        parent, child = socket.socketpair()
+        self._log = tempfile.TemporaryFile()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "blender.server", str(child.fileno())],
+            pass_fds=[child.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+        )
+        child.close()
+        self._conn = Connection(parent.detach())
+        self.restarts += 1
+        self._call("init", self.options)
+
+    def _log_tail(self, lines: int = 15) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0, os.SEEK_END)
+        size = self._log.tell()
+        self._log.seek(max(0, size - 8192))
+        text = self._log.read().decode(errors="replace")
+        return "\n".join(line for line in text.splitlines()[-lines:] if not line.startswith("Fra:"))
+
+    def _died(self, what: str) -> RenderError:
+        proc = self._proc
+        code = proc.wait(timeout=10) if proc else None
+        tail = self._log_tail()
+        self._stop()
+        return RenderError(f"Blender {what} (exit code {code}); its last output:\n{tail}")
+
+    def _call(self, kind: str, payload: Any, progress: Progress | None = None) -> Any:
+        assert self._conn is not None and self._proc is not None
+        try:
+            self._conn.send((kind, payload))
+        except OSError as e:
+            raise self._died(f"could not be reached ({e})") from None
+        deadline = time.monotonic() + self.options.timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._proc.kill()
+                raise self._died(
+                    f"took longer than {self.options.timeout_s:.0f} s on one clip and was killed"
+                )
+            try:
+                if not self._conn.poll(min(remaining, 1.0)):
+                    if self._proc.poll() is not None:
+                        raise self._died("died while rendering")
+                    continue
+                tag, body = self._conn.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):
+                raise self._died("died while rendering") from None
+            if tag == "progress":
+                if progress:
+                    progress(*body)
+            elif tag == "error":
+                raise RenderError(body)
+            else:
+                return body
+
+    def render(self, job: RenderJob, progress: Progress | None = None) -> RenderResult:
+        self.start()
+        result: RenderResult = self._call("render", job, progress)
+        if self.rss_mb() > self.options.memory_limit_mb:
+            self._stop()  # recycled; the next clip starts a fresh process
+        return result
+
+    def _stop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(("quit", None))
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def close(self) -> None:
+        self._stop()
+
+    def __enter__(self) -> BlenderProcessRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sh_weights(light: tuple[float, ...] | np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Fold the 9 SH coefficients and c1..c5 into E(n) = a0 + a.n + b.(n*n) + d.(xy, yz, zx).
+
+    Ramamoorthi-Hanrahan: E = c1 L22 (x^2 - y^2) + c3 L20 z^2 + c4 L00 - c5 L20
+                              + 2 c1 (L2-2 xy + L21 xz + L2-1 yz) + 2 c2 (L11 x + L1-1 y + L10 z).
+    """
+    L = np.asarray(light, dtype=np.float64)
+    c1, c2, c3, c4, c5 = SH_CONSTANTS
+    a0 = c4 * L[0] - c5 * L[6]
+    a = 2 * c2 * np.array([L[3], L[1], L[2]])
+    b = np.array([c1 * L[8], -c1 * L[8], c3 * L[6]])
+    d = 2 * c1 * np.array([L[4], L[5], L[7]])
+    return float(a0), a, b, d
+
+
+def sh_irradiance(light: tuple[float, ...] | np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """The same irradiance in numpy, for tests and checks: normals (..., 3) in the camera frame."""
+    a0, a, b, d = sh_weights(light)
+    n = np.asarray(normals, dtype=np.float64)
+    swz = n[..., [1, 2, 0]]
+    return a0 + n @ a + (n * n) @ b + (n * swz) @ d

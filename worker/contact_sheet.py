@@ -1,0 +1,137 @@
+"""A contact sheet for people: a few frames of a clip, one row each, showing RGB with the 2D joints and
+skeleton, segmentation in colour, depth, optical flow (hue = direction, brightness = speed) and normals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image, ImageDraw
+
+# SMPL kinematic tree (parent of each joint), for drawing the skeleton.
+SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+COLUMNS = ("rgb + joints", "segmentation", "depth", "flow", "normal")
+
+
+def part_colours() -> np.ndarray:
+    """25 distinct colours: black background, then 24 parts spread around the hue circle."""
+    hues = (np.arange(24) * 7 % 24) / 24.0
+    rgb = np.stack([_hsv_to_rgb(h, 0.75, 1.0) for h in hues])
+    return np.vstack([[0, 0, 0], rgb * 255]).astype(np.uint8)
+
+
+def _hsv_to_rgb(h: np.ndarray | float, s: np.ndarray | float, v: np.ndarray | float) -> np.ndarray:
+    h, s, v = np.broadcast_arrays(np.asarray(h, float), np.asarray(s, float), np.asarray(v, float))
+    i = np.floor(h * 6).astype(int) % 6
+    f = h * 6 - np.floor(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    table = np.stack([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)])  # (6, 3, ...)
+    return np.take_along_axis(table, i[None, None], 0)[0].transpose(*range(1, h.ndim + 1), 0)
+
+
+def colour_depth(depth: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    out = np.zeros((*depth.shape, 3), np.uint8)
+    if fg.any():
+        d = depth[fg]
+        lo, hi = d.min(), d.max()
+        out[fg] = (255 * (1 - 0.8 * (d - lo) / max(hi - lo, 1e-6)))[:, None].astype(np.uint8)  # near = bright
+    return out
+
+
+def colour_flow(flow: np.ndarray, scale: float | None = None) -> np.ndarray:
+    mag = np.hypot(flow[..., 0], flow[..., 1])
+    scale = scale or max(float(mag.max()), 1e-6)
+    hue = (np.arctan2(flow[..., 1], flow[..., 0]) / (2 * np.pi)) % 1.0
+    return (_hsv_to_rgb(hue, np.ones_like(hue), np.clip(mag / scale, 0, 1)) * 255).astype(np.uint8)
+
+
+def colour_normal(normal: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    out = ((normal * [1, -1, -1] + 1) * 127.5).clip(0, 255).astype(np.uint8)  # x right, up, towards viewer
+    out[~fg] = 0
+    return out
+
+
+def draw_joints(rgb: np.ndarray, joints2d: np.ndarray) -> np.ndarray:
+    img = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(img)
+    pts = [tuple(map(float, p)) for p in joints2d]
+    for j, parent in enumerate(SMPL_PARENTS):
+        if parent >= 0:
+            draw.line([pts[parent], pts[j]], fill=(255, 255, 0), width=1)
+    for x, y in pts:
+        draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=(255, 0, 0))
+    return np.asarray(img)
+
+
+def contact_sheet(
+    rgb: np.ndarray,
+    segm: np.ndarray,
+    depth: np.ndarray,
+    flow: np.ndarray,
+    normal: np.ndarray,
+    joints2d: np.ndarray,
+    frames: list[int] | None = None,
+    title: str = "",
+) -> Image.Image:
+    """Arrays (T, H, W, ...) and joints2d (T, 24, 2) -> one image, a row per chosen frame."""
+    T, H, W = segm.shape
+    frames = frames if frames is not None else sorted({0, T // 3, 2 * T // 3, max(T - 2, 0)})
+    colours = part_colours()
+    flow_scale = max(float(np.abs(flow[frames]).max()), 1e-6)
+    rows = []
+    for t in frames:
+        fg = segm[t] > 0
+        tiles = [
+            draw_joints(rgb[t], joints2d[t]),
+            colours[np.minimum(segm[t], 24)],
+            colour_depth(depth[t], fg),
+            colour_flow(flow[t], flow_scale),
+            colour_normal(normal[t], fg),
+        ]
+        rows.append(np.concatenate([np.pad(x, ((2, 2), (2, 2), (0, 0))) for x in tiles], axis=1))
+    header = 16
+    sheet = np.concatenate(rows, axis=0)
+    canvas = Image.new("RGB", (sheet.shape[1], sheet.shape[0] + header), (40, 40, 40))
+    canvas.paste(Image.fromarray(sheet), (0, header))
+    draw = ImageDraw.Draw(canvas)
+    for i, name in enumerate(COLUMNS):
+        draw.text((i * (W + 4) + 4, 2), name, fill=(230, 230, 230))
+    if title:
+        draw.text((canvas.width - 8 * len(title) - 4, 2), title, fill=(180, 180, 180))
+    for r, t in enumerate(frames):
+        draw.text((6, header + r * (H + 4) + 4), f"frame {t + 1}", fill=(255, 255, 255))
+    return canvas
+
+
+def _stack(mat: dict[str, np.ndarray], prefix: str, T: int) -> np.ndarray:
+    return np.stack([mat[f"{prefix}_{i + 1}"] for i in range(T)])
+
+
+def contact_sheet_from_files(clip_dir: Path, name: str, frames: list[int] | None = None) -> Image.Image:
+    """The same sheet, read back from a clip's SURREAL files (what a dataset user sees)."""
+    from worker.output import read_mp4
+
+    clip_dir = Path(clip_dir)
+    info = scipy.io.loadmat(clip_dir / f"{name}_info.mat")
+    T = info["joints2D"].shape[2]
+    segm = _stack(scipy.io.loadmat(clip_dir / f"{name}_segm.mat"), "segm", T)
+    H, W = segm.shape[1:]
+    return contact_sheet(
+        rgb=read_mp4(clip_dir / f"{name}.mp4", W, H),
+        segm=segm,
+        depth=_stack(scipy.io.loadmat(clip_dir / f"{name}_depth.mat"), "depth", T),
+        flow=_stack(scipy.io.loadmat(clip_dir / f"{name}_gtflow.mat"), "gtflow", T),
+        normal=_stack(scipy.io.loadmat(clip_dir / f"{name}_normal.mat"), "normal", T),
+        joints2d=info["joints2D"].transpose(2, 1, 0),
+        frames=frames,
+        title=name,
+    )
+
+
+def contact_sheet_for_clip(clip_dir: Path, name: str, out: Path, frames: list[int] | None = None) -> Path:
+    """Read a written clip and save its contact sheet as a PNG at `out`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet_from_files(clip_dir, name, frames).save(out)
+    return out
