@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 # SMPL kinematic tree (parent of each joint), for drawing the skeleton.
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
-COLUMNS = ("rgb + joints", "segmentation", "depth", "flow", "normal")
+COLUMNS = ("rgb", "zoom: rgb + joints", "segmentation", "depth", "flow (hue = direction)", "normal")
 
 
 def part_colours() -> np.ndarray:
@@ -79,15 +79,32 @@ def contact_sheet(
     frames = frames if frames is not None else sorted({0, T // 3, 2 * T // 3, max(T - 2, 0)})
     colours = part_colours()
     flow_scale = max(float(np.abs(flow[frames]).max()), 1e-6)
+    # Zoom on the body: one crop (the chosen frames' foreground plus a margin) for every tile.
+    ys, xs = np.nonzero(segm[frames].any(axis=0))
+    if len(ys):
+        cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+        half_h = max((ys.max() - ys.min()) / 2 + 12, H / 4)
+        half_w = half_h * W / H
+        y0 = int(np.clip(cy - half_h, 0, max(H - 2 * half_h, 0)))
+        x0 = int(np.clip(cx - half_w, 0, max(W - 2 * half_w, 0)))
+        box = (x0, y0, min(W, x0 + int(2 * half_w)), min(H, y0 + int(2 * half_h)))
+    else:
+        box = (0, 0, W, H)
+
+    def fit(tile: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(tile).crop(box).resize((W, H), Image.Resampling.NEAREST))
+
     rows = []
     for t in frames:
         fg = segm[t] > 0
+        crop_joints = (joints2d[t] - box[:2]) * [W / (box[2] - box[0]), H / (box[3] - box[1])]
         tiles = [
-            draw_joints(rgb[t], joints2d[t]),
-            colours[np.minimum(segm[t], 24)],
-            colour_depth(depth[t], fg),
-            colour_flow(flow[t], flow_scale),
-            colour_normal(normal[t], fg),
+            rgb[t],
+            draw_joints(fit(rgb[t]), crop_joints),
+            fit(colours[np.minimum(segm[t], 24)]),
+            fit(colour_depth(depth[t], fg)),
+            fit(colour_flow(flow[t], flow_scale)),
+            fit(colour_normal(normal[t], fg)),
         ]
         rows.append(np.concatenate([np.pad(x, ((2, 2), (2, 2), (0, 0))) for x in tiles], axis=1))
     header = 16
