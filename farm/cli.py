@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from farm import cli_assets, cli_render
+from farm import cli_assets, cli_render, cli_storage
 from farm.errors import FarmError
 from farm.settings import get_settings
 
@@ -25,6 +25,7 @@ app.add_typer(catalog_app, name="catalog")
 catalog_app.add_typer(catalog_import_app, name="import")
 app.add_typer(cli_assets.app, name="assets")
 app.command("render-clip")(cli_render.render_clip)
+app.command("verify")(cli_storage.verify)
 
 err = Console(stderr=True)
 
@@ -244,7 +245,7 @@ def worker(
 
     check_broker(celery_app)
     ready_engine(settings.database_url)
-    open_storage(settings).check()
+    open_storage(settings, settings.upload_retry_s).check()
     celery_app.worker_main(
         [
             "worker",
@@ -324,9 +325,35 @@ def retry(
 
 
 @app.command()
-def demo() -> None:
-    """Render a handful of clips end to end on this machine with no servers (not available yet)."""
-    err.print("farm demo is not available yet: the renderer and worker issues build it")
+def demo(
+    folder: Path = typer.Option(
+        Path("farm-demo"), help="Where the demo keeps its database, queue and output."
+    ),
+) -> None:
+    """Render a handful of clips end to end on this machine, with no servers, and show where they are."""
+    import time
+
+    from farm.demo import run_demo
+
+    started = time.monotonic()
+    with progress_bar() as bar:
+        report = run_demo(folder, bar)
+    for clip in report["clips"]:
+        line = f"  {clip['name']}: {clip['status']}" + (
+            f", {clip['frames']} frames" if clip["frames"] else ""
+        )
+        err.print(line + (f" ({clip['error']})" if clip["error"] else ""), highlight=False)
+    err.print(f"output: {report['output']}", highlight=False, soft_wrap=True)
+    if report["contact_sheet"]:
+        err.print(f"contact sheet: {report['contact_sheet']}", highlight=False, soft_wrap=True)
+    err.print(
+        f"done in {time.monotonic() - started:.0f} s; `FARM_DATABASE_URL={report['database']} farm status` "
+        "shows the bookkeeping",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if any(clip["status"] != "done" for clip in report["clips"]):
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -336,3 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     except FarmError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

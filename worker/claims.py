@@ -62,16 +62,17 @@ def set_paused(session: Session, paused: bool) -> None:
 
 
 def heartbeat(session: Session, worker: str, device: str, clip_id: int | None, done: int = 0) -> None:
-    """Record that `worker` is alive (and what it works on) for the dashboard."""
+    """Record that `worker` is alive (and what it works on) for the dashboard: one UPDATE, after the first."""
     now = utcnow()
-    record = session.get(WorkerRecord, worker)
-    if record is None:
+    values = {"last_seen_at": now, "current_clip_id": clip_id, "clips_done": WorkerRecord.clips_done + done}
+    if not _update_one(session, update(WorkerRecord).where(WorkerRecord.name == worker).values(**values)):
         hostname = worker.split("@", 1)[-1] if "@" in worker else socket.gethostname()
-        record = WorkerRecord(name=worker, hostname=hostname, device=device, started_at=now, clips_done=0)
-        session.add(record)
-    record.last_seen_at = now
-    record.current_clip_id = clip_id
-    record.clips_done += done
+        session.add(
+            WorkerRecord(
+                name=worker, hostname=hostname, device=device, started_at=now, last_seen_at=now,
+                current_clip_id=clip_id, clips_done=done,
+            )
+        )  # fmt: skip
 
 
 def failures_by(session: Session, clip_id: int, worker: str) -> int:
@@ -106,7 +107,7 @@ def claim(session: Session, clip_id: int, worker: str, lease: timedelta) -> Leas
         return Refusal.OVER
     if is_paused(session):
         return Refusal.PAUSED
-    if failures_by(session, clip_id, worker) >= FAILS_PER_WORKER:
+    if attempts >= FAILS_PER_WORKER and failures_by(session, clip_id, worker) >= FAILS_PER_WORKER:
         return Refusal.EXCLUDED
     token = uuid.uuid4().hex
     claimed = _update_one(

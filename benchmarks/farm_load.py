@@ -1,0 +1,173 @@
+"""Claims and completions through the real PostgreSQL and Redis with 16 worker processes.
+
+    .venv/bin/python benchmarks/farm_load.py [--clips 2000] [--processes 16]
+
+The workers render nothing: they run the farm's own claim/store/complete protocol (worker/process.py) with
+`quick_test_producer`, a stand-in that writes one small text file per clip. It lives only in this file, so
+it can never be selected for real output. Target on the 2-core machine: at least 200 clips/s. The script
+then proves that every clip ended done exactly once and that nothing was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def quick_test_producer(spec, folder: Path) -> tuple[list[Path], int]:  # type: ignore[no-untyped-def]
+    """NOT A RENDERER: one small file naming the clip, so the protocol has something to store."""
+    relative = Path(spec.output_dir) / f"{spec.name}_quick-test.txt"
+    (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+    (folder / relative).write_text(f"{spec.name} (quick test producer, no pixels)\n")
+    return [relative], spec.frame_count
+
+
+def load_worker_app():  # type: ignore[no-untyped-def]
+    """The benchmark's worker side: the farm's Celery app with render_clip bound to the stand-in."""
+    from farm.celery_app import RENDER_TASK, celery_for
+    from farm.settings import get_settings
+    from farm.storage import open_storage
+    from worker.process import WorkerContext, process_clip
+
+    settings = get_settings()
+    app = celery_for(settings)
+    context = WorkerContext(settings, f"load:{os.getpid()}", quick_test_producer, open_storage(settings))
+
+    @app.task(name=RENDER_TASK)
+    def render_clip(clip_id: int) -> str:
+        context.name = f"load:{os.getpid()}"  # pool processes are forked from one parent
+        return process_clip(clip_id, context)
+
+    return app
+
+
+if os.environ.get("FARM_LOAD_WORKER"):  # imported by `celery -A farm_load worker` in the benchmark
+    app = load_worker_app()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=2000)
+    parser.add_argument("--processes", type=int, default=16)
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+
+    import redis
+    from rich.console import Console
+    from rich.table import Table
+    from sqlalchemy import create_engine, func, select, text
+
+    from farm import db
+    from farm.cli import main as farm
+    from farm.models import Clip, ClipEvent
+    from farm.settings import get_settings
+
+    name = f"farm_load_{uuid.uuid4().hex[:8]}"
+    queue = f"render-load-{name}"
+    admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = args.pg.rsplit("/", 1)[0] + f"/{name}"
+    storage = tempfile.mkdtemp(prefix="farm-load-")
+    env = dict(
+        FARM_DATABASE_URL=url, FARM_BROKER_URL=args.redis, FARM_RENDER_QUEUE=queue, FARM_STORAGE_URL=storage
+    )
+    os.environ.update(env)
+    get_settings.cache_clear()
+    broker = redis.Redis.from_url(args.redis)
+    worker = None
+    try:
+        for argv in (
+            ["db", "upgrade"],
+            ["catalog", "import", "builtin"],
+            ["enqueue", "--sequences", "builtin_all", "--limit", str(args.clips)],
+        ):
+            try:
+                farm(argv)
+            except SystemExit as exc:  # typer always exits
+                if exc.code:
+                    raise
+        # Duplicate deliveries on purpose: every 10th clip is sent twice.
+        from farm.celery_app import celery_for, send_render_tasks
+
+        with db.session_scope(url) as session:
+            ids = list(session.scalars(select(Clip.id).order_by(Clip.id)))
+        send_render_tasks(celery_for(get_settings()), ids[::10])
+
+        started = time.perf_counter()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "farm_load", "worker", "--pool", "prefork",
+             "--concurrency", str(args.processes), "--loglevel", "error", "--without-gossip", "--without-mingle"],
+            cwd=Path(__file__).parent, env={**os.environ, "PYTHONPATH": str(ROOT), "FARM_LOAD_WORKER": "1"},
+        )  # fmt: skip
+        first_done = None
+        while True:
+            with db.session_scope(url) as session:
+                done = session.scalar(select(func.count()).where(Clip.status == "done"))
+            if done and first_done is None:
+                first_done = (time.perf_counter(), done)
+            if done >= len(ids):
+                break
+            if time.perf_counter() - started > 600:
+                raise SystemExit(f"only {done} of {len(ids)} clips done after 600 s")
+            time.sleep(0.2)
+        finished = time.perf_counter()
+        with db.session_scope(url) as session:
+            done_events = dict(
+                session.execute(
+                    select(ClipEvent.clip_id, func.count())
+                    .where(ClipEvent.to_status == "done")
+                    .group_by(ClipEvent.clip_id)
+                ).all()
+            )
+            statuses = dict(session.execute(select(Clip.status, func.count()).group_by(Clip.status)).all())
+            attempts = session.scalar(select(func.max(Clip.attempts)))
+        assert first_done is not None
+        t0, n0 = first_done
+        steady = (len(ids) - n0) / (finished - t0) if finished > t0 else float("nan")
+        table = Table("measure", "value", title=f"farm load: {len(ids)} clips, {args.processes} processes")
+        table.add_row("clips", f"{len(ids):,} (+{len(ids[::10])} duplicate messages)")
+        table.add_row("wall time from worker start", f"{finished - started:.1f} s")
+        table.add_row("claims+completions/s, from first completion (target >= 200)", f"[bold]{steady:.0f}[/]")
+        table.add_row(
+            "claims+completions/s, including worker start-up", f"{len(ids) / (finished - started):.0f}"
+        )
+        table.add_row("clips done / clips", f"{statuses.get('done', 0)} / {len(ids)}")
+        table.add_row(
+            "clips with exactly one 'done' event", f"{sum(1 for n in done_events.values() if n == 1)}"
+        )
+        table.add_row(
+            "clips done twice / lost",
+            f"{sum(1 for n in done_events.values() if n > 1)} / {len(ids) - len(done_events)}",
+        )
+        table.add_row("most attempts on a clip", str(attempts))
+        Console().print(table)
+        ok = (
+            statuses == {"done": len(ids)}
+            and len(done_events) == len(ids)
+            and set(done_events.values()) == {1}
+        )
+        if not ok:
+            raise SystemExit("a clip was lost or done twice")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(60)
+        db.get_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for key in broker.scan_iter(f"*{queue}*"):
+            broker.delete(key)
+
+
+if __name__ == "__main__":
+    main()
