@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -292,7 +294,10 @@ class SceneRenderer:
         assert self.body is not None
         self.body.matrix_world = np.asarray(cam.world_from_body).T.tolist()
 
-    def render(self, job: RenderJob, progress: Progress | None = None) -> RenderResult:
+    def render(
+        self, job: RenderJob, progress: Progress | None = None, out_dir: str | Path | None = None
+    ) -> RenderResult:
+        """Render every frame; with `out_dir` the arrays are .npy files there (memory-mapped)."""
         t0 = time.perf_counter()
         T = job.frame_count
         cam = job.camera
@@ -317,59 +322,85 @@ class SceneRenderer:
         bg = srgb_to_linear(np.asarray(job.background, dtype=np.float32) / 255.0).astype(np.float32)
         eevee = self.options.engine == "eevee"
         H, W = cam.height, cam.width
-        out = RenderResult(
-            rgb=np.zeros((T, H, W, 3), np.uint8),
-            alpha=np.zeros((T, H, W), np.float32),
-            depth=np.zeros((T, H, W), np.float32),
-            normal=np.zeros((T, H, W, 3), np.float32),
-            flow=np.zeros((T, H, W, 2), np.float32),
-            segm=np.zeros((T, H, W), np.uint8),
-        )
+        shapes = {
+            "rgb": ((T, H, W, 3), np.uint8),
+            "alpha": ((T, H, W), np.float32),
+            "depth": ((T, H, W), np.float32),
+            "normal": ((T, H, W, 3), np.float32),
+            "flow": ((T, H, W, 2), np.float32),
+            "segm": ((T, H, W), np.uint8),
+        }
+        if out_dir is None:
+            arrays = {k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
+        else:  # straight into files the caller maps: no copy through the socket
+            arrays = {
+                k: np.lib.format.open_memmap(Path(out_dir) / f"{k}.npy", "w+", dtype, shape)
+                for k, (shape, dtype) in shapes.items()
+            }
         done: list[int] = []
         errors: list[BaseException] = []
         read_s = 0.0
+        written: queue.Queue[int | None] = queue.Queue()
+
+        def reader() -> None:
+            """Turns each written EXR into arrays while Blender renders the next frame (it releases the GIL)."""
+            nonlocal read_s
+            while (frame := written.get()) is not None:
+                t = time.perf_counter()
+                try:
+                    path = self.scene.render.frame_path(frame=frame)
+                    raw = read_exr(path)
+                    os.remove(path)
+                    segm_pass = "segm" if eevee else "Material Index"
+                    conv = convert_frame(raw, bg, cam.R, segm_pass, force_background_depth=eevee)
+                    if frame == T:  # no successor: by convention 0 (Blender would extrapolate the cache)
+                        conv["flow"][:] = 0.0
+                    for name, arr in conv.items():
+                        arrays[name][frame - 1] = arr
+                    done.append(frame)
+                except BaseException as e:
+                    errors.append(e)
+                read_s += time.perf_counter() - t
+                if progress:
+                    progress(len(done), T)
 
         def on_write(scene: bpy.types.Scene, *_args: object) -> None:
-            nonlocal read_s
-            t = time.perf_counter()
-            try:
-                frame = scene.frame_current
-                path = scene.render.frame_path(frame=frame)
-                raw = read_exr(path)
-                os.remove(path)
-                conv = convert_frame(
-                    raw, bg, cam.R, "segm" if eevee else "Material Index", force_background_depth=eevee
-                )
-                if frame == T:  # no successor: by convention 0 (Blender would extrapolate the cache)
-                    conv["flow"][:] = 0.0
-                for name, arr in conv.items():
-                    getattr(out, name)[frame - 1] = arr
-                done.append(frame)
-            except BaseException as e:  # Blender swallows handler exceptions: keep it for later
-                errors.append(e)
-            read_s += time.perf_counter() - t
-            if progress:
-                progress(len(done), T)
+            written.put(scene.frame_current)
 
+        thread = threading.Thread(target=reader, name="exr-reader", daemon=True)
+        thread.start()
         t_setup = time.perf_counter()
         bpy.app.handlers.render_write.append(on_write)
         try:
             bpy.ops.render.render(animation=True)
         finally:
             bpy.app.handlers.render_write.remove(on_write)
+            t_end = time.perf_counter()
+            written.put(None)
+            thread.join()
             shutil.rmtree(clipdir, ignore_errors=True)
-        t_end = time.perf_counter()
+        t_read = time.perf_counter()
         if errors:
             raise RenderError(f"reading Blender's passes failed: {errors[0]!r}") from errors[0]
         if sorted(done) != list(range(1, T + 1)):
             raise RenderError(f"Blender rendered {len(done)} of {T} frames")
-        out.timings = {"setup": t_setup - t0, "render": t_end - t_setup - read_s, "read": read_s}
-        out.software = {
-            "blender": bpy.app.version_string,
-            "engine": self.options.engine,
-            "device": self.options.device,
-        }
-        return out
+        for a in arrays.values():
+            if isinstance(a, np.memmap):
+                a.flush()
+        return RenderResult(
+            **arrays,
+            timings={
+                "setup": t_setup - t0,
+                "render": t_end - t_setup,
+                "read_tail": t_read - t_end,
+                "read": read_s,
+            },
+            software={
+                "blender": bpy.app.version_string,
+                "engine": self.options.engine,
+                "device": self.options.device,
+            },
+        )
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

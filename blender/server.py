@@ -2,15 +2,19 @@
 
 Imports bpy once and renders clip after clip for farm.render.BlenderProcessRenderer, which owns the other end
 of the socket FD. Messages are pickled tuples between our own processes: in ("init", RenderOptions),
-("render", RenderJob), ("quit", None); out ("ok", result), ("progress", (done, total)), ("error", message).
-Blender's own chatter goes to stdout/stderr, which the parent sends to a log file.
+("render", (RenderJob, out_dir or None)), ("quit", None); out ("ok", result), ("progress", (done, total)), ("error", message).
+With an out_dir the result's arrays travel as .npy files there (the parent maps them) rather than through the
+socket. Blender's own chatter goes to stdout/stderr, which the parent sends to a log file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import traceback
 from multiprocessing.connection import Connection
+
+from farm.render import RESULT_ARRAYS
 
 
 def serve(conn: Connection) -> None:
@@ -31,7 +35,12 @@ def serve(conn: Connection) -> None:
             elif kind == "render":
                 if scene is None:
                     raise RuntimeError("render before init")
-                result = scene.render(payload, lambda done, total: conn.send(("progress", (done, total))))
+                job, out_dir = payload
+                result = scene.render(
+                    job, lambda done, total: conn.send(("progress", (done, total))), out_dir
+                )
+                if out_dir is not None:  # the arrays are files in out_dir: send only the rest
+                    result = dataclasses.replace(result, **{k: None for k in RESULT_ARRAYS})
                 conn.send(("ok", result))
             else:
                 raise RuntimeError(f"unknown message {kind!r}")

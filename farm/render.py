@@ -30,6 +30,7 @@ Conventions (also in the README):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import socket
@@ -48,6 +49,7 @@ import numpy as np
 from farm.spec import ClipSpec
 
 BACKGROUND_DEPTH = 1e10
+RESULT_ARRAYS = ("rgb", "alpha", "depth", "normal", "flow", "segm")
 SH_CONSTANTS = (0.429043, 0.511664, 0.743125, 0.886227, 0.247708)  # Ramamoorthi-Hanrahan c1..c5
 
 Progress = Callable[[int, int], None]  # (frames done, frames in the clip)
@@ -325,10 +327,13 @@ class BlenderProcessRenderer:
 
     def render(self, job: RenderJob, progress: Progress | None = None) -> RenderResult:
         self.start()
-        result: RenderResult = self._call("render", job, progress)
+        with tempfile.TemporaryDirectory(prefix="surreal-passes-") as out_dir:
+            result: RenderResult = self._call("render", (job, out_dir), progress)
+            # Map the .npy files the child wrote; they stay readable after the folder is removed.
+            arrays = {k: np.load(Path(out_dir) / f"{k}.npy", mmap_mode="r") for k in RESULT_ARRAYS}
         if self.rss_mb() > self.options.memory_limit_mb:
             self._stop()  # recycled; the next clip starts a fresh process
-        return result
+        return dataclasses.replace(result, **arrays)
 
     def _stop(self) -> None:
         if self._conn is not None:

@@ -13,13 +13,17 @@ manifest exists. A rerun replaces a partial earlier attempt.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
 import shutil
+import struct
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ from farm.settings import Settings
 from farm.spec import ClipSpec
 
 CRF = 23
+MAT_ZLIB_LEVEL = 1
 SOURCE = "cmu"  # SURREAL's `source` field
 
 
@@ -109,6 +114,29 @@ def read_mp4(path: Path, width: int, height: int) -> np.ndarray:
     return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
 
 
+def savemat(path: Path, content: dict[str, Any], level: int = MAT_ZLIB_LEVEL) -> None:
+    """scipy.io.savemat, MATLAB v5 with each variable zlib-compressed as scipy does, but at a faster level.
+
+    scipy compresses at zlib's default level 6; level 1 makes these mostly-zero arrays ~3x faster to write
+    for files a little larger. The layout is the standard one: a 128-byte header, then one miCOMPRESSED (15)
+    element wrapping each miMATRIX element.
+    """
+    plain = io.BytesIO()
+    scipy.io.savemat(plain, content, do_compression=False, format="5")
+    raw = plain.getbuffer()
+    with open(path, "wb") as f:
+        f.write(raw[:128])
+        pos = 128
+        while pos < len(raw):
+            _, size = struct.unpack_from("<II", raw, pos)
+            end = pos + 8 + size + (-size % 8)
+            packed = zlib.compress(raw[pos:end], level)
+            f.write(struct.pack("<II", 15, len(packed)))
+            f.write(packed)
+            pos = end
+    del raw
+
+
 def _per_frame(prefix: str, frames: np.ndarray) -> dict[str, np.ndarray]:
     return {f"{prefix}_{i + 1}": frames[i] for i in range(len(frames))}
 
@@ -152,7 +180,8 @@ def write_clip(
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=final_dir))
     try:
         name = spec.name
-        write_mp4(tmp / f"{name}.mp4", result.rgb, spec.fps)
+        video = ThreadPoolExecutor(max_workers=1)
+        mp4 = video.submit(write_mp4, tmp / f"{name}.mp4", result.rgb, spec.fps)
         mats: dict[str, dict[str, Any]] = {
             "info": info_dict(spec, poses, joints3d, camera),
             "depth": _per_frame("depth", result.depth.astype(np.float32, copy=False)),
@@ -160,9 +189,17 @@ def write_clip(
             "gtflow": _per_frame("gtflow", result.flow.astype(np.float32, copy=False)),
             "normal": _per_frame("normal", result.normal.astype(np.float32, copy=False)),
         }
-        for suffix, content in mats.items():
-            # compressed like the original dataset; mostly-background frames compress very well
-            scipy.io.savemat(tmp / f"{name}_{suffix}.mat", content, do_compression=True, format="5")
+        # The four big files and the video are independent: write them side by side (zlib and ffmpeg
+        # release the GIL).
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            jobs = [
+                pool.submit(savemat, tmp / f"{name}_{suffix}.mat", content)
+                for suffix, content in mats.items()
+            ]
+            for j in jobs:
+                j.result()
+        mp4.result()
+        video.shutdown()
         data_files = [f"{name}.mp4"] + [f"{name}_{s}.mat" for s in mats]
         manifest = {
             "clip": name,
