@@ -100,8 +100,18 @@ def _temp_beside(dest: Path) -> Iterator[tuple[IO[bytes], Path]]:
         temp.unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide the dataset from its users
+
+
 def _commit(f: IO[bytes], temp: Path, dest: Path) -> None:
     f.flush()
+    os.fchmod(f.fileno(), FILE_MODE)
     os.fsync(f.fileno())
     os.replace(temp, dest)
     # Make the rename itself durable: a crash right after must not lose the entry.

@@ -338,3 +338,17 @@ def test_cached_asset_from_settings_with_local_storage(tmp_path):
     store = open_storage(settings)
     store.put_file(write(tmp_path / "t.png", b"png"), "assets/t.png")
     assert cached_asset(settings, store.uri("assets/t.png")).read_bytes() == b"png"
+
+
+def test_local_objects_get_the_usual_file_mode(tmp_path):
+    """Stored files are as readable as any file the user writes (umask applies), not mkstemp's 0600."""
+    import os
+    import stat
+
+    from farm.storage import FILE_MODE, LocalStorage
+
+    source = tmp_path / "a.txt"
+    source.write_text("x")
+    LocalStorage(tmp_path / "root").put_file(source, "clips/a.txt")
+    mode = stat.S_IMODE(os.stat(tmp_path / "root" / "clips" / "a.txt").st_mode)
+    assert mode == FILE_MODE and mode & 0o444 == 0o444 & FILE_MODE
