@@ -295,9 +295,16 @@ class SceneRenderer:
         self.body.matrix_world = np.asarray(cam.world_from_body).T.tolist()
 
     def render(
-        self, job: RenderJob, progress: Progress | None = None, out_dir: str | Path | None = None
+        self,
+        job: RenderJob,
+        progress: Progress | None = None,
+        out_dir: str | Path | None = None,
+        read: bool = True,
     ) -> RenderResult:
-        """Render every frame; with `out_dir` the arrays are .npy files there (memory-mapped)."""
+        """Render every frame; with `out_dir` the arrays are .npy files there (memory-mapped).
+
+        `read=False` only renders (the benchmark's bare Blender rate): the arrays stay zero.
+        """
         t0 = time.perf_counter()
         T = job.frame_count
         cam = job.camera
@@ -365,7 +372,10 @@ class SceneRenderer:
                     progress(len(done), T)
 
         def on_write(scene: bpy.types.Scene, *_args: object) -> None:
-            written.put(scene.frame_current)
+            if read:
+                written.put(scene.frame_current)
+            else:
+                done.append(scene.frame_current)
 
         thread = threading.Thread(target=reader, name="exr-reader", daemon=True)
         thread.start()

@@ -53,6 +53,8 @@ RESULT_ARRAYS = ("rgb", "alpha", "depth", "normal", "flow", "segm")
 SH_CONSTANTS = (0.429043, 0.511664, 0.743125, 0.886227, 0.247708)  # Ramamoorthi-Hanrahan c1..c5
 
 Progress = Callable[[int, int], None]  # (frames done, frames in the clip)
+# Receives the clip's arrays (name -> (T, ...) array, frames [0, done) final) and `done` as frames finish.
+FrameSink = Callable[[dict[str, np.ndarray], int], None]
 
 
 class RenderError(RuntimeError):
@@ -207,7 +209,9 @@ def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Any = None
 
 
 class Renderer(Protocol):
-    def render(self, job: RenderJob, progress: Progress | None = None) -> RenderResult: ...
+    def render(
+        self, job: RenderJob, progress: Progress | None = None, sink: FrameSink | None = None
+    ) -> RenderResult: ...
 
     def close(self) -> None: ...
 
@@ -221,8 +225,13 @@ class InProcessRenderer:
         self.options = options or RenderOptions()
         self._scene = SceneRenderer(self.options)
 
-    def render(self, job: RenderJob, progress: Progress | None = None) -> RenderResult:
-        return self._scene.render(job, progress)
+    def render(
+        self, job: RenderJob, progress: Progress | None = None, sink: FrameSink | None = None
+    ) -> RenderResult:
+        result = self._scene.render(job, progress)
+        if sink:
+            sink({k: getattr(result, k) for k in RESULT_ARRAYS}, job.frame_count)
+        return result
 
     def close(self) -> None:
         self._scene.close()
@@ -325,10 +334,26 @@ class BlenderProcessRenderer:
             else:
                 return body
 
-    def render(self, job: RenderJob, progress: Progress | None = None) -> RenderResult:
+    def render(
+        self, job: RenderJob, progress: Progress | None = None, sink: FrameSink | None = None
+    ) -> RenderResult:
+        """Render a clip. `sink` sees each frame as soon as it is decoded (the arrays are files the child
+        writes and this process maps), so output can be written while Blender renders."""
         self.start()
         with tempfile.TemporaryDirectory(prefix="surreal-passes-") as out_dir:
-            result: RenderResult = self._call("render", (job, out_dir), progress)
+            mapped: dict[str, np.ndarray] = {}
+
+            def on_progress(done: int, total: int) -> None:
+                if progress:
+                    progress(done, total)
+                if sink:
+                    if not mapped:
+                        mapped.update(
+                            {k: np.load(Path(out_dir) / f"{k}.npy", mmap_mode="r") for k in RESULT_ARRAYS}
+                        )
+                    sink(mapped, done)
+
+            result: RenderResult = self._call("render", (job, out_dir), on_progress)
             # Map the .npy files the child wrote; they stay readable after the folder is removed.
             arrays = {k: np.load(Path(out_dir) / f"{k}.npy", mmap_mode="r") for k in RESULT_ARRAYS}
         if self.rss_mb() > self.options.memory_limit_mb:

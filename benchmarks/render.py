@@ -1,0 +1,158 @@
+"""Renderer benchmark: prints a table for 100-frame clips at 320x240 of the free body on built-in motion.
+
+    .venv/bin/python benchmarks/render.py [--clips 20] [--frames 100] [--engine cycles] [--device cpu]
+
+- bare Blender rate: Blender's own animation render of a clip's frames (no pass decoding, no files);
+- end-to-end rate: body evaluation + render + decoding + SURREAL output files (written while the frames
+  arrive), per clip in a warm process;
+- time to first frame: from render() to the first frame's passes, in a cold process (spawn + bpy import +
+  scene build) and in a warm one;
+- memory: RSS of the warm Blender process after each of N consecutive clips (5th vs last).
+Targets (issue 4): end-to-end >= 8 frames/s, >= 80% of the bare rate, last clip's RSS within 10% of the 5th.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from farm.motions import builtin_library  # noqa: E402
+from farm.render import BlenderProcessRenderer, RenderOptions, prepare_clip  # noqa: E402
+from farm.spec import CameraSpec, ClipSpec, MotionRef  # noqa: E402
+from worker.output import ClipWriter  # noqa: E402
+
+
+def clip_specs(count: int, frames: int) -> list[ClipSpec]:
+    """`count` different clips (motion, texture, background, light, camera, yaw), `frames` long."""
+    motions = [m for m in builtin_library() if m.split == "train" and m.frames >= 4 * frames + 8]
+    specs = []
+    for i in range(count):
+        m = motions[(7 * i) % len(motions)]
+        light = tuple(round(0.5 * ((i * 0.37 + k * 0.61) % 1.0 - 0.5), 3) for k in range(9))
+        specs.append(
+            ClipSpec(
+                name=f"{m.name}_c0001",
+                catalog="builtin",
+                sequence=m.name,
+                split="train",
+                run=0,
+                clip_index=0,
+                stride=50,
+                frame_start=0,
+                frame_count=frames,
+                motion=MotionRef(
+                    uri=f"builtin:{m.name}", pose_key="poses", trans_key="trans", rate=120, frames=m.frames
+                ),
+                seed=i,
+                body_model="free",
+                gender=("female", "male")[i % 2],
+                shape=(0.3 * (i % 3 - 1),) + (0.0,) * 9,
+                shape_source="bench",
+                texture=f"builtin:texture/{('female', 'male')[i % 2]}/train/{i:04d}",
+                background=f"builtin:background/train/{i:04d}",
+                light=(0.9, -0.4) + light[2:],
+                camera=CameraSpec(distance=7.0 + (i % 5) * 0.4),
+                zrot=(i * 1.3) % 6.28,
+            )  # fmt: skip
+        )
+    return specs
+
+
+class FirstFrame:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.at: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.at is None and done >= 1:
+            self.at = time.perf_counter() - self.start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", type=int, default=20)
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--engine", default="cycles")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=RenderOptions.threads, help="Blender threads (0: all)")
+    args = ap.parse_args()
+    options = RenderOptions(
+        engine=args.engine, device=args.device, threads=args.threads, memory_limit_mb=1 << 20
+    )
+    specs = clip_specs(args.clips, args.frames)
+    out = Path(tempfile.mkdtemp(prefix="bench-render-"))
+
+    print(f"preparing {len(specs)} clips (motion, body, assets; cached after the first)...", file=sys.stderr)
+    for s in specs[:2]:
+        prepare_clip(s)  # build the free body and asset caches outside the timings
+
+    renderer = BlenderProcessRenderer(options)
+    rows = []
+    rss = []
+    first_frame_cold = first_frame_warm = None
+    for i, spec in enumerate(specs):
+        t0 = time.perf_counter()
+        clip = prepare_clip(spec)
+        t1 = time.perf_counter()
+        ff = FirstFrame()
+        writer = ClipWriter(out, clip.job.spec)  # encodes frames while Blender renders the next ones
+        result = renderer.render(clip.job, ff, sink=writer.feed)
+        t2 = time.perf_counter()
+        writer.finish(result, clip.poses, clip.joints, clip.job.camera, result.software)
+        t3 = time.perf_counter()
+        if i == 0:
+            first_frame_cold = ff.at  # includes spawning the process, importing bpy, building the scene
+        elif i == 1:
+            first_frame_warm = ff.at
+        rss.append(renderer.rss_mb())
+        T = clip.job.frame_count
+        rows.append((T, t1 - t0, t2 - t1, t3 - t2, result.timings["render"]))
+        print(
+            f"clip {i + 1:2d}: {T / (t3 - t0):5.1f} frames/s end-to-end (prepare {t1 - t0:.2f} s, render "
+            f"{t2 - t1:.2f} s, write {t3 - t2:.2f} s), Blender RSS {rss[-1]:.0f} MB",
+            file=sys.stderr,
+        )
+    renderer.close()
+
+    # Bare Blender: the same clip's frames, only rendered (Blender writes its EXRs; nobody reads them).
+    from blender.scene import SceneRenderer  # imports bpy into this process, after the child is gone
+
+    scene = SceneRenderer(options)
+    job = prepare_clip(specs[1]).job
+    scene.render(job, read=False)
+    bare = []
+    for _ in range(2):
+        t = time.perf_counter()
+        scene.render(job, read=False)
+        bare.append(job.frame_count / (time.perf_counter() - t))
+    scene.close()
+
+    warm = rows[1:] or rows
+    frames = sum(r[0] for r in warm)
+    e2e = frames / sum(r[1] + r[2] + r[3] for r in warm)
+    bare_rate = max(bare)
+    fifth = rss[min(4, len(rss) - 1)]
+    print()
+    print(f"renderer benchmark: {args.frames}-frame clips, 320x240, {args.engine}/{args.device}, free body")
+    print(f"{'measure':44s} {'value':>12s}  target")
+    print(f"{'bare Blender render rate':44s} {bare_rate:9.1f} f/s")
+    print(f"{'end-to-end rate (warm clips 2..N)':44s} {e2e:9.1f} f/s  >= 8 f/s")
+    print(f"{'end-to-end / bare':44s} {100 * e2e / bare_rate:10.0f} %   >= 80 %")
+    print(f"{'  prepare / render / write tail (s per clip)':44s} "
+          f"{statistics.mean(r[1] for r in warm):.2f} / {statistics.mean(r[2] for r in warm):.2f} / "
+          f"{statistics.mean(r[3] for r in warm):.2f}")  # fmt: skip
+    print(f"{'time to first frame, cold process':44s} {first_frame_cold or float('nan'):10.2f} s")
+    print(f"{'time to first frame, warm process':44s} {first_frame_warm or float('nan'):10.2f} s")
+    print(f"{'Blender RSS after clip 5 / clip ' + str(len(rss)):44s} {fifth:6.0f} / {rss[-1]:.0f} MB")
+    print(f"{'  last vs 5th':44s} {100 * (rss[-1] / fifth - 1):+10.1f} %   within 10 %")
+    print(f"{'  peak over all clips':44s} {max(rss):9.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
