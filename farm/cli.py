@@ -254,7 +254,7 @@ def worker(
             "--pool", "prefork",
             "--task-events",
             "--loglevel", loglevel,
-            "--hostname", f"farm-{settings.device}{'' if gpu is None else gpu}@%h",
+            "--hostname", f"farm-{settings.device}{'' if gpu is None else gpu}-{os.getpid()}@%h",  # unique per worker
         ]
     )  # fmt: skip
 

@@ -1,0 +1,144 @@
+"""A small real cluster for tests: a private Redis, `farm worker` processes, a periodic reconciler.
+
+Everything runs as separate processes on 127.0.0.1, exactly as on a cluster: the workers reach PostgreSQL,
+Redis and SeaweedFS over TCP and render with Blender. Only the clips are short, to keep the tests quick.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from seaweed import free_ports
+
+FARM = str(Path(sys.executable).parent / "farm")
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, so it can be restarted with its data gone."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_ports(1)[0]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis
+
+        wait_for(lambda: _pings(redis.Redis(port=self.port)), 10, "redis-server to start")
+
+    def restart_empty(self) -> None:
+        """Kill it (no persistence: its data is gone) and start a new one on the same port."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _pings(client) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Processes:
+    """`farm` commands running in the background, each in its own process group, stopped at the end."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.running: list[subprocess.Popen[bytes]] = []
+        self.prefix = ""  # the storage prefix of the test, where it has one
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [FARM, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.running.append(process)
+        return process
+
+    def worker(self, name: str) -> subprocess.Popen[bytes]:
+        return self.start(name, "worker", "--concurrency", "1", "--loglevel", "info")
+
+    def kill(self, process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        os.killpg(process.pid, sig)
+        process.wait(60)
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.running:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(
+            f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            for path in sorted(self.logs.glob("*.log"))
+        )
+
+
+def write_short_motions(folder: Path, names: list[str], mocap_frames: int) -> Path:
+    """AMASS-style files of a gentle arm wave at 120 Hz: short clips that render in a few seconds."""
+    for name in names:
+        t = np.arange(mocap_frames) / 120.0
+        poses = np.zeros((mocap_frames, 72))
+        poses[:, 16 * 3 + 2] = -1.2 + 0.3 * np.sin(2 * np.pi * t)  # left shoulder: arm down, waving
+        poses[:, 17 * 3 + 2] = 1.2
+        trans = np.stack([0.3 * t, np.zeros_like(t), np.zeros_like(t)], axis=1)
+        np.savez(folder / f"{name}_poses.npz", poses=poses, trans=trans, mocap_framerate=np.array(120.0))
+    return folder
+
+
+def blender_children(worker_pid: int) -> list[int]:
+    """The Blender render servers started by a worker pool process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if ppid == worker_pid and b"blender.server" in cmdline:
+            found.append(int(entry.name))
+    return found
