@@ -201,7 +201,10 @@ class ClipWriter:
 
     def feed(self, arrays: Any, upto: int) -> None:
         """Encode frames done..upto-1 of `arrays` (a RenderResult or a mapping of its array names)."""
-        get = arrays.get if isinstance(arrays, dict) else lambda k: getattr(arrays, k)
+
+        def get(name: str) -> np.ndarray:
+            return arrays[name] if isinstance(arrays, dict) else getattr(arrays, name)
+
         rgb = get("rgb")
         video = self._video(rgb.shape[1], rgb.shape[2])
         assert video.stdin is not None
@@ -235,9 +238,9 @@ class ClipWriter:
             savemat(tmp / f"{name}_info.mat", info_dict(spec, poses, joints3d, camera))
             header = _mat_header()
             for prefix, _, _ in PASS_FILES:
-                with open(tmp / f"{name}_{prefix}.mat", "wb") as f:
-                    f.write(header)
-                    f.writelines(self.elements[prefix])
+                with open(tmp / f"{name}_{prefix}.mat", "wb") as mat:
+                    mat.write(header)
+                    mat.writelines(self.elements[prefix])
             data_files = [f"{name}.mp4"] + [f"{name}_{s}.mat" for s in ("info", *self.elements)]
             manifest = {
                 "clip": name,
