@@ -43,7 +43,9 @@ def load_background(uri: str, width: int, height: int) -> NDArray[np.uint8]:
     if uri.startswith(BUILTIN_PREFIX):
         split, index = _parse_builtin(uri)
         return _render_room(_builtin_rng(split, index), width, height)
-    path = Path(uri.removeprefix("file://"))
+    from farm.storage import local_asset
+
+    path = Path(local_asset(uri).removeprefix("file://"))
     with open_image(path, "background") as image:
         from PIL import ImageOps
 

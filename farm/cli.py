@@ -239,10 +239,11 @@ def worker(
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     get_settings.cache_clear()
     settings = get_settings()
-    from farm.celery_app import check_broker
+    import worker.tasks  # noqa: F401  (registers render_clip with the app)
+    from farm.celery_app import celery_for, check_broker
     from farm.storage import open_storage
-    from worker.tasks import app as celery_app
 
+    celery_app = celery_for(settings)
     check_broker(celery_app)
     ready_engine(settings.database_url)
     open_storage(settings, settings.upload_retry_s).check()

@@ -21,7 +21,9 @@ def load_sequence_motion(motion: MotionRef) -> tuple[np.ndarray, np.ndarray]:
 
         poses, trans = builtin_motion(motion.uri.removeprefix("builtin:"))
     else:
-        path = Path(motion.uri)
+        from farm.storage import local_asset
+
+        path = Path(local_asset(motion.uri))
         poses, trans = read_array(path, motion.pose_key), read_array(path, motion.trans_key)
     if poses.ndim != 2 or poses.shape[1] < SMPL_BODY_POSE or trans.shape != (len(poses), 3):
         raise FarmError(

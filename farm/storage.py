@@ -506,3 +506,13 @@ def cached_asset(source: Storage | Settings, uri: str, cache_dir: Path | None = 
     finally:
         temp.unlink(missing_ok=True)
     return cached
+
+
+def local_asset(uri: str, settings: Settings | None = None) -> str:
+    """A uri the asset loaders can open: built-in uris and local paths as they are, s3:// objects fetched
+    once into the worker's cache."""
+    if not uri.startswith("s3://"):
+        return uri
+    from farm.settings import get_settings
+
+    return str(cached_asset(settings or get_settings(), uri))

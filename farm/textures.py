@@ -74,7 +74,9 @@ def load_texture(uri: str, size: int = TEXTURE_SIZE, settings: Settings | None =
             )
         cache_dir = str((settings or get_settings()).cache_dir)
         return _builtin_texture(uri, match[1], size, cache_dir).copy()
-    return read_image(Path(uri.removeprefix("file://")))
+    from farm.storage import local_asset
+
+    return read_image(Path(local_asset(uri, settings).removeprefix("file://")))
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -1,15 +1,19 @@
-"""The Celery task: `render_clip(clip_id)` on the render queue, one warm Blender per worker process."""
+"""The Celery task: `render_clip(clip_id)` on the render queue, one warm Blender per worker process.
+
+A shared task, so it joins whichever app `farm worker` builds from the current settings (farm.celery_app).
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from farm.celery_app import RENDER_TASK, celery_for
+from celery import shared_task
+
+from farm.celery_app import RENDER_TASK
 from farm.settings import get_settings
 from worker.process import WorkerContext, process_clip
 
-app = celery_for(get_settings())
 _context: WorkerContext | None = None
 
 
@@ -31,6 +35,6 @@ def worker_context() -> WorkerContext:
     return _context
 
 
-@app.task(name=RENDER_TASK)
+@shared_task(name=RENDER_TASK)
 def render_clip(clip_id: int) -> str:
     return process_clip(clip_id, worker_context())
