@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,6 @@ TRAIN_FRACTION = 0.8  # SURREAL's shape banks: train uses the first 80% of rows,
 
 # The built-in pools stand in for any kind of asset that has none registered in the database.
 BUILTIN_TEXTURES = {"train": 200, "test": 50}  # per gender
-BUILTIN_SHAPE_ROWS = 2000  # per gender, betas ~ N(0, 1) as the free body's shape space is whitened
 
 
 def clip_seed(project_seed: int, catalog: str, sequence: str, run: int, clip_index: int) -> int:
@@ -107,9 +106,14 @@ class AppearancePools:
     notes: list[str] = field(default_factory=list)  # which built-in pools stood in for missing assets
 
 
+@lru_cache
 def builtin_shape_bank(gender: Gender) -> ShapeBank:
-    rng = child_stream(zlib.crc32(b"builtin-shapes"), gender)
-    return ShapeBank(f"builtin:shapes/{gender}", rng.standard_normal((BUILTIN_SHAPE_ROWS, 10)))
+    """The free body's bank: betas of sampled adult anny bodies (built once, then cached on disk)."""
+    from farm.free_body import ensure_free_body
+    from farm.settings import get_settings
+
+    with np.load(ensure_free_body(gender, get_settings().cache_dir), allow_pickle=False) as data:
+        return ShapeBank(f"builtin:shapes/{gender}", np.asarray(data["shape_bank"], dtype=np.float64))
 
 
 def builtin_textures(gender: Gender, split: Split) -> list[str]:
