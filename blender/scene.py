@@ -24,7 +24,15 @@ import numpy as np
 
 from blender.exr import read_exr
 from blender.passes import convert_frame, srgb_to_linear
-from farm.render import Progress, RenderError, RenderJob, RenderOptions, RenderResult, sh_weights
+from farm.render import (
+    Progress,
+    RenderError,
+    RenderJob,
+    RenderOptions,
+    RenderResult,
+    scratch_dir,
+    sh_weights,
+)
 
 PARTS = 24
 _GROUP = "surreal_shading"
@@ -44,7 +52,8 @@ def _write_pc2(path: Path, vertices: np.ndarray) -> None:
 class SceneRenderer:
     def __init__(self, options: RenderOptions) -> None:
         self.options = options
-        self.workdir = Path(tempfile.mkdtemp(prefix="surreal-blender-"))
+        # Blender's per-frame EXRs (a few MB each, read and deleted at once) go to RAM when it can.
+        self.workdir = Path(tempfile.mkdtemp(prefix="surreal-blender-", dir=scratch_dir()))
         self._mesh_key: str | None = None
         self._texture_key: str | None = None
         self._clips = 0

@@ -237,6 +237,17 @@ class InProcessRenderer:
         self._scene.close()
 
 
+def scratch_dir(need_bytes: int = 0) -> str | None:
+    """A RAM-backed folder for transient pass files (/dev/shm) when it has room, else the default temp."""
+    try:
+        st = os.statvfs("/dev/shm")
+        if os.access("/dev/shm", os.W_OK) and st.f_bavail * st.f_frsize > 2 * need_bytes + (256 << 20):
+            return "/dev/shm"
+    except OSError:
+        pass
+    return None
+
+
 def _rss_mb(pid: int) -> float:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -340,7 +351,9 @@ class BlenderProcessRenderer:
         """Render a clip. `sink` sees each frame as soon as it is decoded (the arrays are files the child
         writes and this process maps), so output can be written while Blender renders."""
         self.start()
-        with tempfile.TemporaryDirectory(prefix="surreal-passes-") as out_dir:
+        T, H, W = job.frame_count, job.camera.height, job.camera.width
+        scratch = scratch_dir(T * H * W * 32)  # 32 bytes of passes per pixel
+        with tempfile.TemporaryDirectory(prefix="surreal-passes-", dir=scratch) as out_dir:
             mapped: dict[str, np.ndarray] = {}
 
             def on_progress(done: int, total: int) -> None:
