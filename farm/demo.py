@@ -79,7 +79,9 @@ def run_demo(folder: Path, progress: Any) -> dict[str, Any]:
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FARM_")}, **demo_settings(folder)}
-    settings = Settings.model_validate({k.removeprefix("FARM_").lower(): v for k, v in demo_settings(folder).items()})
+    settings = Settings.model_validate(
+        {k.removeprefix("FARM_").lower(): v for k, v in demo_settings(folder).items()}
+    )
     ids = plan_demo(settings)
     total_frames = _frames(settings, ids)
     task = progress.add_task("rendering the demo clips", total=total_frames)
