@@ -26,4 +26,4 @@ demo: setup
 	$(BIN)/farm demo
 
 clean:
-	rm -rf $(VENV) farm.db farm-broker.db farm-output .pytest_cache
+	rm -rf $(VENV) farm.db farm-broker.db farm-output farm-demo .pytest_cache
