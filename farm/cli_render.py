@@ -63,7 +63,7 @@ def render_clip(
 
     from farm.render import BlenderProcessRenderer, RenderError, RenderOptions, prepare_clip
     from farm.settings import get_settings
-    from worker.output import write_clip
+    from worker.output import ClipWriter
 
     settings = get_settings()
     if engine not in (None, "cycles", "eevee"):
@@ -86,21 +86,20 @@ def render_clip(
         prepared = prepare_clip(spec, frames=frames, settings=settings)
         total = prepared.job.frame_count
         progress.update(task, description="rendering", total=total, completed=0)
-        with BlenderProcessRenderer(options) as renderer:
-            try:
-                result = renderer.render(prepared.job, lambda done, _: progress.update(task, completed=done))
-            except RenderError as e:
-                raise FarmError(f"Blender failed on {spec.name}: {e}") from e
-        progress.update(task, description="writing files")
-        files = write_clip(
-            out,
-            prepared.job.spec,
-            result,
-            prepared.poses,
-            prepared.joints,
-            prepared.job.camera,
-            result.software,
-        )
+        writer = ClipWriter(out, prepared.job.spec)  # writes frames as they arrive
+        try:
+            with BlenderProcessRenderer(options) as renderer:
+                try:
+                    result = renderer.render(
+                        prepared.job, lambda done, _: progress.update(task, completed=done), writer.feed
+                    )
+                except RenderError as e:
+                    raise FarmError(f"Blender failed on {spec.name}: {e}") from e
+            progress.update(task, description="writing files")
+            job = prepared.job
+            files = writer.finish(result, prepared.poses, prepared.joints, job.camera, result.software)
+        finally:
+            writer.abort()
     console.print(f"wrote {total} frames to {files.directory}")
     if contact_sheet is not None:
         from worker.contact_sheet import contact_sheet_for_clip
