@@ -16,5 +16,10 @@ def bookkeeper(
     """Serve the dashboard (/), the JSON API (/api/...), /metrics and clip thumbnails from the database."""
     from farm.bookkeeper import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in (
+        "farm",
+        "tornado.access",
+    ):  # our start-up line and one line per request; not Alembic's chatter
+        logging.getLogger(name).setLevel(logging.INFO)
     serve(get_settings(), host, port)
