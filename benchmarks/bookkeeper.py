@@ -218,7 +218,7 @@ def main() -> None:
             f"{indexed[path][1]:.1f} ms",
             f"{indexed[path][2] / 1024:.1f} KiB",
         )
-    Console().print(table)
+    Console(width=120).print(table)  # wide enough for the endpoint paths
 
 
 if __name__ == "__main__":
