@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from farm import cli_assets, cli_render, cli_storage
+from farm import cli_assets, cli_bookkeeper, cli_render, cli_storage
 from farm.errors import FarmError
 from farm.settings import get_settings
 
@@ -26,6 +26,7 @@ catalog_app.add_typer(catalog_import_app, name="import")
 app.add_typer(cli_assets.app, name="assets")
 app.command("render-clip")(cli_render.render_clip)
 app.command("verify")(cli_storage.verify)
+app.command("bookkeeper")(cli_bookkeeper.bookkeeper)
 
 err = Console(stderr=True)
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PAPER_TARGET_FRAMES = 6_536_752
@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     engine: Literal["cycles", "eevee"] = "cycles"
     samples: int = Field(default=1, ge=1)
     render_memory_limit_mb: int = Field(default=4096, ge=256)  # a warm Blender process is recycled above this
+
+    @field_validator("database_url", "broker_url")
+    @classmethod
+    def _absolute_sqlite_path(cls, url: str) -> str:
+        """Pin a relative SQLite file to the folder the setting was read in, so child processes and cached
+        engines (kombu keeps one per URL) all mean the same file."""
+        for scheme in ("sqlite:///", "sqla+sqlite:///"):
+            if url.startswith(scheme) and not url.startswith(scheme + "/") and url != scheme + ":memory:":
+                return scheme + str(Path(url.removeprefix(scheme)).resolve())
+        return url
+
     cache_dir: Path = Path.home() / ".cache" / "surreal-farm"
 
 

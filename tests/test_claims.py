@@ -5,6 +5,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from conftest import enqueue_builtin
 from sqlalchemy import select, update
 
 from farm.db import session_scope
@@ -16,18 +17,9 @@ LEASE = timedelta(seconds=30)
 
 
 @pytest.fixture
-def db(farm, farm_env, pg_url, render_queue):
-    """This session's PostgreSQL database holding a few queued clips of the built-in catalog."""
-    farm_env(database_url=pg_url, broker_url="redis://127.0.0.1:6379/0", render_queue=render_queue)
-    assert farm("db", "upgrade").code == 0
-    farm("catalog", "import", "builtin")
-    with session_scope(pg_url) as session:
-        session.execute(Clip.__table__.delete())
-        session.execute(claims.FarmSetting.__table__.delete())
-    assert farm("enqueue", "--sequences", "builtin_all", "--limit", "6", "--json").code == 0
-    with session_scope(pg_url) as session:
-        ids = list(session.scalars(select(Clip.id).order_by(Clip.id)))
-    return pg_url, ids
+def db(farm, pg_farm, pg_url):
+    """This session's PostgreSQL database holding six queued clips of the built-in catalog."""
+    return pg_url, enqueue_builtin(farm, pg_url, 6)
 
 
 def events(url, clip_id):

@@ -20,14 +20,9 @@ FULL = {
 
 
 @pytest.fixture
-def cluster(farm, farm_env, pg_url, redis_client, render_queue, surreal_npz):
-    """The farm pointed at this session's PostgreSQL database and a private Redis queue, with cmu imported."""
-    farm_env(database_url=pg_url, broker_url="redis://127.0.0.1:6379/0", render_queue=render_queue)
-    assert farm("db", "upgrade").code == 0
-    if not json.loads(farm("catalog", "list", "--json").out):
-        assert farm("catalog", "import", "surreal", str(surreal_npz)).code == 0
-    with create_engine(pg_url).begin() as conn:
-        conn.execute(text("TRUNCATE clips, clip_events RESTART IDENTITY CASCADE"))
+def cluster(farm, pg_farm, pg_url, redis_client, render_queue, surreal_npz):
+    """The farm on this session's PostgreSQL database (emptied) and a private Redis queue, with cmu imported."""
+    assert farm("catalog", "import", "surreal", str(surreal_npz)).code == 0
     return redis_client, render_queue, pg_url
 
 

@@ -12,7 +12,6 @@ import time
 
 import pytest
 from farm_cluster import PrivateRedis, Processes, blender_children, wait_for, write_short_motions
-from seaweed import ACCESS_KEY, SECRET_KEY
 from sqlalchemy import create_engine, text
 
 pytestmark = [pytest.mark.services, pytest.mark.blender, pytest.mark.slow]
@@ -34,29 +33,16 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture
-def cluster(farm, farm_env, pg_url, redis_server, seaweed, tmp_path, monkeypatch):
-    """The farm's settings for this test, a fresh set of clips, and a place to start processes."""
+def cluster(farm, pg_farm, pg_url, redis_server, seaweed, s3_credentials, tmp_path):
+    """The farm's settings for this test, no clips yet, and a place to start processes."""
     prefix = f"t{int(time.time() * 1000)}"
-    settings = {
-        "database_url": pg_url,
-        "broker_url": redis_server.url,
-        "storage_url": f"s3://{seaweed.bucket}/{prefix}",
-        "s3_endpoint_url": seaweed.endpoint,
-        "lease_seconds": str(LEASE_SECONDS),
-        "upload_retry_s": "90",
-    }
-    farm_env(**settings)
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    assert farm("db", "upgrade").code == 0
-    with create_engine(pg_url).begin() as conn:
-        conn.execute(
-            text("TRUNCATE catalogs, clips, clip_events, workers, farm_settings RESTART IDENTITY CASCADE")
-        )
+    pg_farm(
+        broker_url=redis_server.url,
+        storage_url=f"s3://{seaweed.bucket}/{prefix}",
+        lease_seconds=str(LEASE_SECONDS),
+        upload_retry_s="90",
+        **s3_credentials,
+    )
     processes = Processes(dict(os.environ), tmp_path)
     processes.prefix = prefix
     yield processes, pg_url, seaweed

@@ -1,10 +1,10 @@
 """`farm reconcile`, `pause`, `resume` and `retry` against the real PostgreSQL and Redis."""
 
-import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from conftest import enqueue_builtin
+from sqlalchemy import update
 
 from farm.celery_app import celery_for, clips_in_broker
 from farm.db import session_scope
@@ -16,20 +16,8 @@ pytestmark = pytest.mark.services
 
 
 @pytest.fixture
-def farm_with_clips(farm, farm_env, pg_url, redis_client, render_queue):
-    farm_env(database_url=pg_url, broker_url="redis://127.0.0.1:6379/0", render_queue=render_queue)
-    assert farm("db", "upgrade").code == 0
-    farm("catalog", "import", "builtin")
-    with session_scope(pg_url) as session:
-        session.execute(Clip.__table__.delete())
-        session.execute(claims.FarmSetting.__table__.delete())
-    assert (
-        json.loads(farm("enqueue", "--sequences", "builtin_all", "--limit", "10", "--json").out)["new_clips"]
-        == 10
-    )
-    with session_scope(pg_url) as session:
-        ids = list(session.scalars(select(Clip.id).order_by(Clip.id)))
-    return pg_url, ids, redis_client, render_queue
+def farm_with_clips(farm, pg_farm, pg_url, redis_client, render_queue):
+    return pg_url, enqueue_builtin(farm, pg_url, 10), redis_client, render_queue
 
 
 def in_broker():

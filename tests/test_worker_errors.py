@@ -3,28 +3,15 @@
 import json
 
 import pytest
-from seaweed import ACCESS_KEY, SECRET_KEY
 from sqlalchemy import create_engine, text
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture
-def s3_env(farm_env, monkeypatch, seaweed, pg_url, render_queue):
-    farm_env(
-        database_url=pg_url,
-        broker_url="redis://127.0.0.1:6379/0",
-        render_queue=render_queue,
-        storage_url=f"s3://{seaweed.bucket}/errors",
-        s3_endpoint_url=seaweed.endpoint,
-    )
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    return farm_env
+def s3_env(pg_farm, s3_credentials, seaweed):
+    pg_farm(storage_url=f"s3://{seaweed.bucket}/errors", **s3_credentials)
+    return pg_farm
 
 
 @pytest.mark.parametrize(
