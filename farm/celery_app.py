@@ -68,7 +68,6 @@ def _make_celery(broker_url: str, render_queue: str, clip_time_limit_s: int, mem
             # Priorities: 0 (the default, what enqueue sends) is served first; re-renders can be sent with a
             # larger number to run after the backlog.
             "priority_steps": list(range(PRIORITY_LEVELS)),
-            "sep": ":",
             "queue_order_strategy": "priority",
         }
     return app
