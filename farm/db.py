@@ -130,9 +130,14 @@ def ready_engine(url: str) -> Engine:
     return engine
 
 
+@lru_cache
+def _session_factory(url: str) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """One transaction: committed on success, rolled back on any error."""
-    factory = sessionmaker(bind=ready_engine(url), expire_on_commit=False)
-    with factory() as session, session.begin():
+    ready_engine(url)
+    with _session_factory(url)() as session, session.begin():
         yield session
