@@ -105,7 +105,12 @@ def test_every_clip_is_rendered_stored_and_done_once(farm, cluster, tmp_path):
     assert {name.rsplit("_c", 1)[0] for name in (r["name"] for r in rows)} == {"07_01", "07_02"}
     assert_stored_with_checksums(seaweed, processes.prefix, rows)
     names = {key.rsplit("/", 1)[-1] for r in rows for key in r["checksums"]}
-    assert {"07_01_c0001.mp4", "07_01_c0001_info.mat", "07_01_c0001_segm.mat"} <= names
+    assert {
+        "07_01_c0001.mp4",
+        "07_01_c0001_info.mat",
+        "07_01_c0001_segm.mat",
+        "07_01_c0001_thumb.jpg",
+    } <= names
     verify = farm("verify", "--json")
     assert (
         verify.code == 0

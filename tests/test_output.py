@@ -58,7 +58,11 @@ def test_layout_keys_shapes_and_manifest(tmp_path):
     files, cam, joints = write(tmp_path)
     d = tmp_path / "cmu/test/run2/01_01"
     assert files.directory == d and files.frames == T
-    names = [f"{NAME}.mp4"] + [f"{NAME}_{s}.mat" for s in ("info", "depth", "segm", "gtflow", "normal")]
+    names = (
+        [f"{NAME}.mp4"]
+        + [f"{NAME}_{s}.mat" for s in ("info", "depth", "segm", "gtflow", "normal")]
+        + [f"{NAME}_thumb.jpg"]
+    )
     assert [p.name for p in files.files] == [*names, f"{NAME}_manifest.json"]
     assert sorted(p.name for p in d.iterdir()) == sorted(p.name for p in files.files)  # no temp left over
     info = scipy.io.loadmat(d / f"{NAME}_info.mat")
@@ -97,4 +101,4 @@ def test_crash_leaves_no_partial_clip_and_a_rerun_completes(tmp_path, monkeypatc
     assert list(d.iterdir()) == []  # neither final files nor the temporary folder
     monkeypatch.setattr(output.scipy.io, "savemat", real)
     files, _, _ = write(tmp_path)
-    assert (d / f"{NAME}_manifest.json").exists() and len(list(d.iterdir())) == 7
+    assert (d / f"{NAME}_manifest.json").exists() and len(list(d.iterdir())) == 8

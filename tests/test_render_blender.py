@@ -176,7 +176,7 @@ def test_walk_files_have_the_reference_format(walk):
     assert d.relative_to(d.parents[3]).as_posix() == "cmu/train/run0/walk_s01_01"
     assert sorted(p.name for p in d.iterdir()) == sorted(
         f"{name}{s}" for s in (".mp4", "_info.mat", "_depth.mat", "_segm.mat", "_gtflow.mat", "_normal.mat",
-                               "_manifest.json")
+                               "_thumb.jpg", "_manifest.json")
     )  # fmt: skip
     info = scipy.io.loadmat(d / f"{name}_info.mat")
     assert str(info["sequence"][0]) == name and str(info["source"][0]) == "cmu"

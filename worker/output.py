@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import scipy.io
+from PIL import Image
 
 from farm.render import Camera, Progress, Renderer, RenderResult, prepare_clip
 from farm.settings import Settings
@@ -241,7 +242,15 @@ class ClipWriter:
                 with open(tmp / f"{name}_{prefix}.mat", "wb") as mat:
                     mat.write(header)
                     mat.writelines(self.elements[prefix])
-            data_files = [f"{name}.mp4"] + [f"{name}_{s}.mat" for s in ("info", *self.elements)]
+            # A small JPEG of the middle frame, for dashboards and people browsing the bucket.
+            Image.fromarray(np.ascontiguousarray(result.rgb[T // 2], np.uint8)).save(
+                tmp / f"{name}_thumb.jpg", quality=85
+            )
+            data_files = (
+                [f"{name}.mp4"]
+                + [f"{name}_{s}.mat" for s in ("info", *self.elements)]
+                + [f"{name}_thumb.jpg"]
+            )
             manifest = {
                 "clip": name,
                 "frames": T,
