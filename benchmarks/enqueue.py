@@ -16,74 +16,53 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from scratch import PG_ADMIN_URL, REDIS_URL, farm, scratch_farm
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--pg", default=PG_ADMIN_URL)
+    parser.add_argument("--redis", default=REDIS_URL)
     args = parser.parse_args()
 
-    import redis
     from rich.console import Console
     from rich.table import Table
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from surreal_data import write_surreal_npz
 
     from farm import db
     from farm.bookkeeping import farm_status
-    from farm.cli import main as farm
+    from farm.celery_app import celery_for, clips_in_broker
     from farm.settings import get_settings
 
-    name = f"farm_bench_{uuid.uuid4().hex[:8]}"
-    queue = f"render-bench-{name}"
-    admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = args.pg.rsplit("/", 1)[0] + f"/{name}"
-    os.environ.update(FARM_DATABASE_URL=url, FARM_BROKER_URL=args.redis, FARM_RENDER_QUEUE=queue)
-    get_settings.cache_clear()
-    broker = redis.Redis.from_url(args.redis)
     rows: list[tuple[str, str]] = []
 
     def timed(label: str, *argv: str) -> float:
         start = time.perf_counter()
-        try:
-            farm(list(argv))
-        except SystemExit as exc:
-            if exc.code:
-                raise
+        farm(*argv)
         elapsed = time.perf_counter() - start
         rows.append((label, f"{elapsed:.2f} s"))
         return elapsed
 
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            npz = write_surreal_npz(Path(tmp) / "smpl_data.npz")
-            timed("farm db upgrade", "db", "upgrade")
-            t_import = timed(
-                "catalog import surreal (2,667 sequences)", "catalog", "import", "surreal", str(npz)
-            )
-            t_enqueue = timed(
-                "enqueue cmu_all (plan + store + queue)", "enqueue", "--sequences", "cmu_all", "--json"
-            )
-            rows.append(
-                ("import + plan + enqueue (target <= 30 s)", f"[bold]{t_import + t_enqueue:.2f} s[/]")
-            )
-            timed("enqueue cmu_all again (adds nothing)", "enqueue", "--sequences", "cmu_all", "--json")
-        with db.session_scope(url) as session:
+    with scratch_farm(args.pg, args.redis) as scratch, tempfile.TemporaryDirectory() as tmp:
+        npz = write_surreal_npz(Path(tmp) / "smpl_data.npz")
+        t_import = timed("catalog import surreal (2,667 sequences)", "catalog", "import", "surreal", str(npz))
+        t_enqueue = timed(
+            "enqueue cmu_all (plan + store + queue)", "enqueue", "--sequences", "cmu_all", "--json"
+        )
+        rows.append(("import + plan + enqueue (target <= 30 s)", f"[bold]{t_import + t_enqueue:.2f} s[/]"))
+        timed("enqueue cmu_all again (adds nothing)", "enqueue", "--sequences", "cmu_all", "--json")
+        with db.session_scope(scratch.database_url) as session:
             clips = session.execute(text("SELECT count(*) FROM clips")).scalar()
-        rows.append(("clips stored / messages queued", f"{clips:,} / {broker.llen(queue):,}"))
+        queued = len(clips_in_broker(celery_for(get_settings())))
+        rows.append(("clips stored / messages queued", f"{clips:,} / {queued:,}"))
 
         samples = []
         for _ in range(20):
             start = time.perf_counter()
-            with db.session_scope(url) as session:
+            with db.session_scope(scratch.database_url) as session:
                 farm_status(session, get_settings().target_frames)
             samples.append(time.perf_counter() - start)
         rows.append(
@@ -99,12 +78,6 @@ def main() -> None:
         rows.append(
             ("`farm status --json` as a new process", f"{1000 * (time.perf_counter() - start):.0f} ms")
         )
-    finally:
-        db.get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        for key in broker.scan_iter(f"*{queue}*"):
-            broker.delete(key)
 
     table = Table(
         "step (67,529 clips, PostgreSQL + Redis)", "time", title=f"enqueue benchmark, {os.cpu_count()} cores"

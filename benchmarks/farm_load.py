@@ -16,10 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from scratch import PG_ADMIN_URL, REDIS_URL, ROOT, farm, scratch_farm
 
 
 def quick_test_producer(spec, folder: Path) -> tuple[list[Path], int]:  # type: ignore[no-untyped-def]
@@ -57,51 +56,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=16)
-    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--pg", default=PG_ADMIN_URL)
+    parser.add_argument("--redis", default=REDIS_URL)
     args = parser.parse_args()
 
-    import redis
     from rich.console import Console
     from rich.table import Table
-    from sqlalchemy import create_engine, func, select, text
+    from sqlalchemy import func, select
 
     from farm import db
-    from farm.cli import main as farm
+    from farm.celery_app import celery_for, send_render_tasks
     from farm.models import Clip, ClipEvent
     from farm.settings import get_settings
 
-    name = f"farm_load_{uuid.uuid4().hex[:8]}"
-    queue = f"render-load-{name}"
-    admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = args.pg.rsplit("/", 1)[0] + f"/{name}"
-    storage = tempfile.mkdtemp(prefix="farm-load-")
-    env = dict(
-        FARM_DATABASE_URL=url, FARM_BROKER_URL=args.redis, FARM_RENDER_QUEUE=queue, FARM_STORAGE_URL=storage
-    )
-    os.environ.update(env)
-    get_settings.cache_clear()
-    broker = redis.Redis.from_url(args.redis)
-    worker = None
-    try:
-        for argv in (
-            ["db", "upgrade"],
-            ["catalog", "import", "builtin"],
-            ["enqueue", "--sequences", "builtin_all", "--limit", str(args.clips)],
-        ):
-            try:
-                farm(argv)
-            except SystemExit as exc:  # typer always exits
-                if exc.code:
-                    raise
-        # Duplicate deliveries on purpose: every 10th clip is sent twice.
-        from farm.celery_app import celery_for, send_render_tasks
-
-        with db.session_scope(url) as session:
+    with (
+        scratch_farm(args.pg, args.redis) as scratch,
+        tempfile.TemporaryDirectory(prefix="farm-load-") as storage,
+    ):
+        os.environ["FARM_STORAGE_URL"] = storage
+        get_settings.cache_clear()
+        farm("catalog", "import", "builtin")
+        farm("enqueue", "--sequences", "builtin_all", "--limit", str(args.clips))
+        with db.session_scope(scratch.database_url) as session:
             ids = list(session.scalars(select(Clip.id).order_by(Clip.id)))
-        send_render_tasks(celery_for(get_settings()), ids[::10])
+        send_render_tasks(
+            celery_for(get_settings()), ids[::10]
+        )  # every 10th clip delivered twice, on purpose
 
         started = time.perf_counter()
         worker = subprocess.Popen(
@@ -109,19 +89,23 @@ def main() -> None:
              "--concurrency", str(args.processes), "--loglevel", "error", "--without-gossip", "--without-mingle"],
             cwd=Path(__file__).parent, env={**os.environ, "PYTHONPATH": str(ROOT), "FARM_LOAD_WORKER": "1"},
         )  # fmt: skip
-        first_done = None
-        while True:
-            with db.session_scope(url) as session:
-                done = session.scalar(select(func.count()).where(Clip.status == "done"))
-            if done and first_done is None:
-                first_done = (time.perf_counter(), done)
-            if done >= len(ids):
-                break
-            if time.perf_counter() - started > 600:
-                raise SystemExit(f"only {done} of {len(ids)} clips done after 600 s")
-            time.sleep(0.2)
-        finished = time.perf_counter()
-        with db.session_scope(url) as session:
+        try:
+            first_done = None
+            while True:
+                with db.session_scope(scratch.database_url) as session:
+                    done = session.scalar(select(func.count()).where(Clip.status == "done")) or 0
+                if done and first_done is None:
+                    first_done = (time.perf_counter(), done)
+                if done >= len(ids):
+                    break
+                if time.perf_counter() - started > 600:
+                    raise SystemExit(f"only {done} of {len(ids)} clips done after 600 s")
+                time.sleep(0.2)
+            finished = time.perf_counter()
+        finally:
+            worker.terminate()
+            worker.wait(60)
+        with db.session_scope(scratch.database_url) as session:
             done_events = dict(
                 session.execute(
                     select(ClipEvent.clip_id, func.count())
@@ -131,42 +115,27 @@ def main() -> None:
             )
             statuses = dict(session.execute(select(Clip.status, func.count()).group_by(Clip.status)).all())
             attempts = session.scalar(select(func.max(Clip.attempts)))
-        assert first_done is not None
-        t0, n0 = first_done
-        steady = (len(ids) - n0) / (finished - t0) if finished > t0 else float("nan")
-        table = Table("measure", "value", title=f"farm load: {len(ids)} clips, {args.processes} processes")
-        table.add_row("clips", f"{len(ids):,} (+{len(ids[::10])} duplicate messages)")
-        table.add_row("wall time from worker start", f"{finished - started:.1f} s")
-        table.add_row("claims+completions/s, from first completion (target >= 200)", f"[bold]{steady:.0f}[/]")
-        table.add_row(
-            "claims+completions/s, including worker start-up", f"{len(ids) / (finished - started):.0f}"
-        )
-        table.add_row("clips done / clips", f"{statuses.get('done', 0)} / {len(ids)}")
-        table.add_row(
-            "clips with exactly one 'done' event", f"{sum(1 for n in done_events.values() if n == 1)}"
-        )
-        table.add_row(
-            "clips done twice / lost",
-            f"{sum(1 for n in done_events.values() if n > 1)} / {len(ids) - len(done_events)}",
-        )
-        table.add_row("most attempts on a clip", str(attempts))
-        Console().print(table)
-        ok = (
-            statuses == {"done": len(ids)}
-            and len(done_events) == len(ids)
-            and set(done_events.values()) == {1}
-        )
-        if not ok:
-            raise SystemExit("a clip was lost or done twice")
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(60)
-        db.get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        for key in broker.scan_iter(f"*{queue}*"):
-            broker.delete(key)
+
+    assert first_done is not None
+    t0, n0 = first_done
+    steady = (len(ids) - n0) / (finished - t0) if finished > t0 else float("nan")
+    table = Table("measure", "value", title=f"farm load: {len(ids)} clips, {args.processes} processes")
+    table.add_row("clips", f"{len(ids):,} (+{len(ids[::10])} duplicate messages)")
+    table.add_row("wall time from worker start", f"{finished - started:.1f} s")
+    table.add_row("claims+completions/s, from first completion (target >= 200)", f"[bold]{steady:.0f}[/]")
+    table.add_row("claims+completions/s, including worker start-up", f"{len(ids) / (finished - started):.0f}")
+    table.add_row("clips done / clips", f"{statuses.get('done', 0)} / {len(ids)}")
+    table.add_row("clips with exactly one 'done' event", f"{sum(1 for n in done_events.values() if n == 1)}")
+    table.add_row(
+        "clips done twice / lost",
+        f"{sum(1 for n in done_events.values() if n > 1)} / {len(ids) - len(done_events)}",
+    )
+    table.add_row("most attempts on a clip", str(attempts))
+    Console().print(table)
+    if not (
+        statuses == {"done": len(ids)} and len(done_events) == len(ids) and set(done_events.values()) == {1}
+    ):
+        raise SystemExit("a clip was lost or done twice")
 
 
 if __name__ == "__main__":
