@@ -70,8 +70,8 @@ def set_paused(session: Session, paused: bool) -> None:
 def heartbeat(session: Session, worker: str, device: str, clip_id: int | None, done: int = 0) -> None:
     """Record that `worker` is alive (and what it works on) for the dashboard: one UPDATE, after the first."""
     now = utcnow()
-    values = {"last_seen_at": now, "current_clip_id": clip_id, "clips_done": WorkerRecord.clips_done + done}
-    if not _update_one(session, update(WORKERS).where(WorkerRecord.name == worker).values(**values)):
+    values = {"last_seen_at": now, "current_clip_id": clip_id, "clips_done": WORKERS.c.clips_done + done}
+    if not _update_one(session, update(WORKERS).where(WORKERS.c.name == worker).values(**values)):
         hostname = worker.split("@", 1)[-1] if "@" in worker else socket.gethostname()
         session.add(
             WorkerRecord(
@@ -120,12 +120,12 @@ def claim(session: Session, clip_id: int, worker: str, lease: timedelta) -> Leas
     claimed = _update_one(
         session,
         update(CLIPS)
-        .where(Clip.id == clip_id, Clip.status == status, _same_token(old_token))
+        .where(CLIPS.c.id == clip_id, CLIPS.c.status == status, _same_token(old_token))
         .values(
             status=ClipStatus.RUNNING,
             lease_token=token,
             lease_expires_at=now + lease,
-            attempts=Clip.attempts + 1,
+            attempts=CLIPS.c.attempts + 1,
             worker=worker,
             started_at=now,
             updated_at=now,
@@ -143,7 +143,11 @@ def renew(session: Session, lease: Lease, duration: timedelta) -> bool:
     return _update_one(
         session,
         update(CLIPS)
-        .where(Clip.id == lease.clip_id, Clip.lease_token == lease.token, Clip.status == ClipStatus.RUNNING)
+        .where(
+            CLIPS.c.id == lease.clip_id,
+            CLIPS.c.lease_token == lease.token,
+            CLIPS.c.status == ClipStatus.RUNNING,
+        )
         .values(lease_expires_at=now + duration, updated_at=now),
     )
 
@@ -162,7 +166,11 @@ def complete(
     done = _update_one(
         session,
         update(CLIPS)
-        .where(Clip.id == lease.clip_id, Clip.lease_token == lease.token, Clip.status == ClipStatus.RUNNING)
+        .where(
+            CLIPS.c.id == lease.clip_id,
+            CLIPS.c.lease_token == lease.token,
+            CLIPS.c.status == ClipStatus.RUNNING,
+        )
         .values(
             status=ClipStatus.DONE,
             lease_token=None,
@@ -190,7 +198,11 @@ def fail(session: Session, lease: Lease, worker: str, error: str, max_attempts: 
     changed = _update_one(
         session,
         update(CLIPS)
-        .where(Clip.id == lease.clip_id, Clip.lease_token == lease.token, Clip.status == ClipStatus.RUNNING)
+        .where(
+            CLIPS.c.id == lease.clip_id,
+            CLIPS.c.lease_token == lease.token,
+            CLIPS.c.status == ClipStatus.RUNNING,
+        )
         .values(status=new, lease_token=None, lease_expires_at=None, updated_at=utcnow(), error=error[:2000]),
     )
     if not changed:
@@ -215,7 +227,7 @@ def take_back_expired(session: Session, max_attempts: int) -> list[int]:
         changed = _update_one(
             session,
             update(CLIPS)
-            .where(Clip.id == clip_id, Clip.lease_token == token, Clip.status == ClipStatus.RUNNING)
+            .where(CLIPS.c.id == clip_id, CLIPS.c.lease_token == token, CLIPS.c.status == ClipStatus.RUNNING)
             .values(status=new, lease_token=None, lease_expires_at=None, updated_at=now, error=reason),
         )
         if changed:
@@ -231,7 +243,7 @@ def retry_failed(session: Session) -> list[int]:
     if ids:
         session.execute(
             update(CLIPS)
-            .where(Clip.id.in_(ids), Clip.status == ClipStatus.FAILED)
+            .where(CLIPS.c.id.in_(ids), CLIPS.c.status == ClipStatus.FAILED)
             .values(status=ClipStatus.QUEUED, attempts=0, updated_at=utcnow()),
             execution_options={"synchronize_session": False},
         )
@@ -247,7 +259,7 @@ def _update_one(session: Session, statement: Any) -> bool:
 
 
 def _same_token(token: str | None) -> Any:
-    return Clip.lease_token.is_(None) if token is None else Clip.lease_token == token
+    return CLIPS.c.lease_token.is_(None) if token is None else CLIPS.c.lease_token == token
 
 
 def _aware(moment: datetime) -> datetime:
