@@ -22,7 +22,7 @@ def test_render_clip_plans_renders_and_draws_a_contact_sheet(farm, farm_env, tmp
     clip = out / "builtin/train/run1/walk_s01_01"
     manifest = json.loads((clip / "walk_s01_01_c0003_manifest.json").read_text())
     assert manifest["frames"] == 3 and manifest["spec"]["frame_count"] == 3
-    assert len(manifest["files"]) == 6
+    assert len(manifest["files"]) == 7  # mp4, five .mat files, the thumbnail
     assert Image.open(sheet).size[0] > 1000
 
 
