@@ -119,9 +119,6 @@ def free_port() -> int:
 
 
 def test_entrypoint_starts_the_bookkeeper_and_passes_it_signals(installed, tmp_path):
-    help_text = subprocess.run([str(installed / "farm"), "--help"], capture_output=True, text=True).stdout
-    if "bookkeeper" not in help_text:
-        pytest.skip("`farm bookkeeper` is not mounted in farm/cli.py yet")
     port = free_port()
     env = {"FARM_DATABASE_URL": f"sqlite:///{tmp_path / 'farm.db'}", "FARM_STORAGE_URL": str(tmp_path)}
     proc = run_entrypoint(installed, "bookkeeper", "--host", "127.0.0.1", "--port", str(port), **env)

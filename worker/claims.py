@@ -142,13 +142,7 @@ def renew(session: Session, lease: Lease, duration: timedelta) -> bool:
     now = utcnow()
     return _update_one(
         session,
-        update(CLIPS)
-        .where(
-            CLIPS.c.id == lease.clip_id,
-            CLIPS.c.lease_token == lease.token,
-            CLIPS.c.status == ClipStatus.RUNNING,
-        )
-        .values(lease_expires_at=now + duration, updated_at=now),
+        update(CLIPS).where(*_held(lease)).values(lease_expires_at=now + duration, updated_at=now),
     )
 
 
@@ -166,11 +160,7 @@ def complete(
     done = _update_one(
         session,
         update(CLIPS)
-        .where(
-            CLIPS.c.id == lease.clip_id,
-            CLIPS.c.lease_token == lease.token,
-            CLIPS.c.status == ClipStatus.RUNNING,
-        )
+        .where(*_held(lease))
         .values(
             status=ClipStatus.DONE,
             lease_token=None,
@@ -198,11 +188,7 @@ def fail(session: Session, lease: Lease, worker: str, error: str, max_attempts: 
     changed = _update_one(
         session,
         update(CLIPS)
-        .where(
-            CLIPS.c.id == lease.clip_id,
-            CLIPS.c.lease_token == lease.token,
-            CLIPS.c.status == ClipStatus.RUNNING,
-        )
+        .where(*_held(lease))
         .values(status=new, lease_token=None, lease_expires_at=None, updated_at=utcnow(), error=error[:2000]),
     )
     if not changed:
@@ -256,6 +242,15 @@ def _update_one(session: Session, statement: Any) -> bool:
     """Run a conditional UPDATE of one clip; True if it matched (the compare-and-swap succeeded)."""
     result = session.execute(statement, execution_options={"synchronize_session": False})
     return cast(CursorResult[Any], result).rowcount == 1
+
+
+def _held(lease: Lease) -> tuple[Any, ...]:
+    """The clip is still running under this lease: the condition for every change its holder makes."""
+    return (
+        CLIPS.c.id == lease.clip_id,
+        CLIPS.c.lease_token == lease.token,
+        CLIPS.c.status == ClipStatus.RUNNING,
+    )
 
 
 def _same_token(token: str | None) -> Any:
