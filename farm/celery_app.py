@@ -139,9 +139,8 @@ def _push_to_redis(app: Celery, channel: Any, ids: list[int]) -> int:
     return len(ids)
 
 
-def clip_id_of(payload: str | bytes) -> int:
+def clip_id_of(message: dict[str, Any]) -> int:
     """The clip id carried by a render message as kombu stores it (the envelope with a base64 body)."""
-    message = json.loads(payload)
     args = json.loads(base64.b64decode(message["body"]))[0]
     return int(args[0])
 
@@ -157,13 +156,15 @@ def clips_in_broker(app: Celery) -> list[int]:
         if app.conf.broker_url.startswith(("redis://", "rediss://")):
             client = channel.client
             keys = {channel._q_for_pri(queue, p) for p in channel.priority_steps}
-            payloads = [p for key in keys for p in client.lrange(key, 0, -1)]
-            payloads += [json.loads(v)[0] for v in client.hvals(channel.unacked_key)]
-            return [clip_id_of(p if isinstance(p, (str, bytes)) else json.dumps(p)) for p in payloads]
+            messages = [json.loads(p) for key in keys for p in client.lrange(key, 0, -1)]
+            messages += [
+                json.loads(v)[0] for v in client.hvals(channel.unacked_key)
+            ]  # [message, exchange, key]
+            return [clip_id_of(m) for m in messages]
         if app.conf.broker_url.startswith("sqla+"):
             queue_row = channel._get_or_create(queue)
             rows = channel.session.query(channel.message_cls).filter_by(queue_id=queue_row.id)
-            return [clip_id_of(row.payload) for row in rows]
+            return [clip_id_of(json.loads(row.payload)) for row in rows]
     raise FarmError(
         f"the broker {app.conf.broker_url} cannot be inspected; use Redis or the embedded default"
     )

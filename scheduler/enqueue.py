@@ -150,14 +150,6 @@ def summary(plan: list[tuple[str, Sequence, PlannedClip]]) -> dict[str, dict[str
     }
 
 
-def summary_by_run(plan: list[tuple[str, Sequence, PlannedClip]]) -> dict[str, dict[str, int]]:
-    runs: dict[str, dict[str, int]] = {}
-    for _, seq, planned in plan:
-        counts = runs.setdefault(f"run{planned.run}", {"train": 0, "test": 0})
-        counts[seq.split] += 1
-    return runs
-
-
 CLIP_COLUMNS = (
     "sequence_id", "name", "split", "run", "clip_index", "frame_start", "frame_stop", "stride", "seed", "spec",
     "status", "attempts", "created_at", "updated_at",

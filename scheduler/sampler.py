@@ -23,7 +23,6 @@ GENDERS: tuple[Gender, Gender] = ("female", "male")
 TRAIN_FRACTION = 0.8  # SURREAL's shape banks: train uses the first 80% of rows, test the last 20%
 
 # The built-in pools stand in for any kind of asset that has none registered in the database.
-BUILTIN_TEXTURES = {"train": 200, "test": 50}  # per gender
 
 
 def clip_seed(project_seed: int, catalog: str, sequence: str, run: int, clip_index: int) -> int:
@@ -117,7 +116,9 @@ def builtin_shape_bank(gender: Gender) -> ShapeBank:
 
 
 def builtin_textures(gender: Gender, split: Split) -> list[str]:
-    return [f"builtin:texture/{gender}/{split}/{i:04d}" for i in range(BUILTIN_TEXTURES[split])]
+    from farm.textures import builtin_texture_uris
+
+    return builtin_texture_uris(gender, split)
 
 
 def builtin_backgrounds(split: Split) -> list[str]:

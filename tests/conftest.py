@@ -79,6 +79,20 @@ class FarmRun:
 
 
 @pytest.fixture
+def redis_server(tmp_path):  # type: ignore[no-untyped-def]
+    """A redis-server of the test's own (tests/farm_cluster.py), which it may restart with its data gone."""
+    from farm_cluster import PrivateRedis
+
+    server = PrivateRedis(tmp_path)
+    try:
+        server.start()
+    except Exception as exc:
+        service_missing("redis-server", exc)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def farm_env(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
     """Run `farm` in-process in a private working directory with the given FARM_* settings."""
     from farm import db

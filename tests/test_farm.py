@@ -11,25 +11,12 @@ import signal
 import time
 
 import pytest
-from farm_cluster import PrivateRedis, Processes, blender_children, wait_for, write_short_motions
+from farm_cluster import Processes, blender_children, wait_for, write_short_motions
 from sqlalchemy import create_engine, text
 
 pytestmark = [pytest.mark.services, pytest.mark.blender, pytest.mark.slow]
 
 LEASE_SECONDS = 6
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = PrivateRedis(tmp_path)
-    try:
-        server.start()
-    except Exception as exc:
-        from conftest import service_missing
-
-        service_missing("redis-server", exc)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import requests
-from farm_cluster import PrivateRedis, Processes, wait_for, write_short_motions
+from farm_cluster import Processes, wait_for, write_short_motions
 from seaweed import free_ports
 
 from farm.celery_app import RENDER_TASK
@@ -17,14 +17,7 @@ AUTH = ("farm", "flower-test-password")
 
 
 @pytest.fixture
-def flower_cluster(farm, pg_farm, tmp_path):
-    redis_server = PrivateRedis(tmp_path)
-    try:
-        redis_server.start()
-    except Exception as exc:
-        from conftest import service_missing
-
-        service_missing("redis-server", exc)
+def flower_cluster(farm, pg_farm, redis_server, tmp_path):
     pg_farm(broker_url=redis_server.url, storage_url=str(tmp_path / "output"))
     port = free_ports(1)[0]
     env = {
@@ -47,7 +40,6 @@ def flower_cluster(farm, pg_farm, tmp_path):
         processes.stop_all()
         flower.terminate()
         flower.wait(30)
-        redis_server.stop()
 
 
 def _listening(port: int) -> bool:

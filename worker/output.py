@@ -22,10 +22,9 @@ import struct
 import subprocess
 import tempfile
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.io
@@ -34,6 +33,9 @@ from PIL import Image
 from farm.render import Camera, Progress, Renderer, RenderResult, prepare_clip
 from farm.settings import Settings
 from farm.spec import ClipSpec
+
+if TYPE_CHECKING:
+    from worker.process import Producer
 
 CRF = 23
 MAT_ZLIB_LEVEL = 1
@@ -318,9 +320,6 @@ def render_clip_files(
         timings.update(prepare=t1 - t0, render=t2 - t1, write=t3 - t2)
         timings.update({f"blender_{k}": v for k, v in result.timings.items()})
     return files
-
-
-Producer = Callable[[ClipSpec, Path], tuple[list[Path], int]]
 
 
 def blender_files_producer(renderer: Renderer, settings: Settings | None = None) -> Producer:
