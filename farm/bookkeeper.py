@@ -110,15 +110,28 @@ def failures(session: Session, names_per_reason: int = NAMES_PER_REASON) -> list
 
 
 def workers(session: Session, now: datetime) -> list[dict[str, Any]]:
-    """Every worker the farm has seen, latest heartbeat first, with the clip it is rendering."""
-    rows = session.execute(
-        select(WorkerRecord, Clip.name)
-        .outerjoin(Clip, Clip.id == WorkerRecord.current_clip_id)
-        .order_by(WorkerRecord.last_seen_at.desc(), WorkerRecord.name)
+    """Every worker the farm has seen, latest heartbeat first. What each renders and how many clips it finished
+    are read from the clips, which always say it (the heartbeat only says the worker is alive)."""
+    seen = session.scalars(
+        select(WorkerRecord).order_by(WorkerRecord.last_seen_at.desc(), WorkerRecord.name)
     ).all()
+    rendering = {
+        worker: (clip_id, name)  # ordered by start, so a stale running clip gives way to the newer one
+        for worker, clip_id, name in session.execute(
+            select(Clip.worker, Clip.id, Clip.name)
+            .where(Clip.status == ClipStatus.RUNNING)
+            .order_by(Clip.started_at)
+        )
+    }
+    done = dict(
+        session.execute(
+            select(Clip.worker, func.count()).where(Clip.status == ClipStatus.DONE).group_by(Clip.worker)
+        ).all()
+    )
     out = []
-    for worker, clip_name in rows:
+    for worker in seen:
         age = (now - _aware(worker.last_seen_at)).total_seconds()
+        current_id, current_name = rendering.get(worker.name, (None, None))
         out.append(
             {
                 "name": worker.name,
@@ -128,9 +141,9 @@ def workers(session: Session, now: datetime) -> list[dict[str, Any]]:
                 "last_seen_at": _iso(worker.last_seen_at),
                 "seconds_since_heartbeat": round(age, 1),
                 "alive": age <= WORKER_STALE.total_seconds(),
-                "clips_done": worker.clips_done,
-                "current_clip_id": worker.current_clip_id,
-                "current_clip": clip_name,
+                "clips_done": done.get(worker.name, 0),
+                "current_clip_id": current_id,
+                "current_clip": current_name,
             }
         )
     return out

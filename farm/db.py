@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,8 +17,8 @@ from farm.errors import FarmError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration in migrations/versions and the ones before it (a test keeps these true).
-SCHEMA_REVISION = "0003"
-OLDER_REVISIONS: tuple[str, ...] = ("0001", "0002")
+SCHEMA_REVISION = "0004"
+OLDER_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003")
 
 
 def utcnow() -> datetime:
@@ -143,3 +143,11 @@ def session_scope(url: str) -> Iterator[Session]:
     """One transaction: committed on success, rolled back on any error."""
     with _session_factory(ready_engine(url))() as session, session.begin():
         yield session
+
+
+@contextmanager
+def autocommit(url: str) -> Iterator[Connection]:
+    """A connection on which each statement is a transaction of its own. A worker's claim, renewal and
+    completion are single statements, so they go without the BEGIN and COMMIT round trips."""
+    with ready_engine(url).connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -125,6 +125,10 @@ class Clip(Base):
     frames_done: Mapped[int | None] = mapped_column(Integer)
     checksums: Mapped[Any | None] = mapped_column(JSON)  # {relative path: {"sha256": .., "size": ..}}
     render_seconds: Mapped[float | None] = mapped_column(Float)
+    # Who made the latest change and why: every statement that changes a clip sets both, and the database
+    # copies them into clip_events (the trigger of migration 0004).
+    changed_by: Mapped[str | None] = mapped_column(String(200))
+    change_note: Mapped[str | None] = mapped_column(Text)
 
     @property
     def frames(self) -> int:
@@ -132,7 +136,8 @@ class Clip(Base):
 
 
 class ClipEvent(Base):
-    """Append-only log of clip state changes."""
+    """Append-only log of clip state changes, written by the database itself: a trigger adds a row whenever a
+    clip is inserted or its status or attempt count changes (migration 0004)."""
 
     __tablename__ = "clip_events"
     __table_args__ = (Index("ix_clip_events_clip", "clip_id"),)
@@ -147,7 +152,8 @@ class ClipEvent(Base):
 
 
 class WorkerRecord(Base):
-    """A worker process seen by the farm, with its last heartbeat (claims and lease renewals)."""
+    """A worker process seen by the farm, with its last heartbeat. What it renders and has finished is read
+    from the clips whose `worker` is this name."""
 
     __tablename__ = "workers"
 
@@ -156,8 +162,6 @@ class WorkerRecord(Base):
     device: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    clips_done: Mapped[int] = mapped_column(Integer, default=0)
-    current_clip_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class FarmSetting(Base):

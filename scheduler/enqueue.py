@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from farm.db import utcnow
 from farm.errors import FarmError
-from farm.models import Asset, Catalog, Clip, ClipEvent, ClipStatus, Sequence
+from farm.models import Asset, Catalog, Clip, ClipStatus, Sequence
 from farm.spec import ClipSpec, MotionRef, Split, check_safe_name
 from scheduler.plan import PlannedClip, plan_sequence
 from scheduler.sampler import (
@@ -152,7 +152,7 @@ def summary(plan: list[tuple[str, Sequence, PlannedClip]]) -> dict[str, dict[str
 
 CLIP_COLUMNS = (
     "sequence_id", "name", "split", "run", "clip_index", "frame_start", "frame_stop", "stride", "seed", "spec",
-    "status", "attempts", "created_at", "updated_at",
+    "status", "attempts", "created_at", "updated_at", "change_note",
 )  # fmt: skip
 
 
@@ -165,15 +165,9 @@ def insert_new_clips(session: Session, rows: list[dict[str, Any]]) -> list[int]:
             .on_conflict_do_nothing(index_elements=["sequence_id", "run", "clip_index"])
             .returning(Clip.id)
         )
-        new_ids = list(
+        return list(
             session.scalars(statement, [{**r, "spec": r["spec"].model_dump(mode="json")} for r in rows])
         )
-        if new_ids:
-            events = [
-                {"clip_id": i, "at": rows[0]["created_at"], "to_status": ClipStatus.QUEUED} for i in new_ids
-            ]
-            session.execute(insert(ClipEvent), [{**e, "detail": "planned"} for e in events])
-        return new_ids
     # COPY into a temporary table, then one INSERT .. SELECT: multi-row INSERT statements of this size spend
     # most of their time in the driver's query parsing, which made this the slowest part of enqueueing.
     columns = ", ".join(CLIP_COLUMNS)
@@ -187,10 +181,8 @@ def insert_new_clips(session: Session, rows: list[dict[str, Any]]) -> list[int]:
                     [row["spec"].model_dump_json() if c == "spec" else row[c] for c in CLIP_COLUMNS]
                 )
         cursor.execute(
-            f"WITH added AS (INSERT INTO clips ({columns}) SELECT {columns} FROM new_clips "
-            "ON CONFLICT (sequence_id, run, clip_index) DO NOTHING RETURNING id, status, created_at) "
-            "INSERT INTO clip_events (clip_id, at, to_status, detail) "
-            "SELECT id, created_at, status, 'planned' FROM added RETURNING clip_id"
+            f"INSERT INTO clips ({columns}) SELECT {columns} FROM new_clips "
+            "ON CONFLICT (sequence_id, run, clip_index) DO NOTHING RETURNING id"
         )
         new_ids = [row[0] for row in cursor.fetchall()]
         cursor.execute("DROP TABLE new_clips")
@@ -240,6 +232,7 @@ def store_clips(
                 "attempts": 0,
                 "created_at": now,
                 "updated_at": now,
+                "change_note": "planned",  # the database logs the arrival (migration 0004's trigger)
             }
         )
         if len(rows) % 1000 == 0:

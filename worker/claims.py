@@ -4,6 +4,10 @@ A worker claims a clip with a conditional update (compare-and-swap on status and
 lease while it works, and completes or fails the clip only while it still holds that lease. So a late or
 duplicate attempt never overwrites a finished clip, and a clip whose worker died is taken back by
 `reconcile` once the lease expires.
+
+Each change is one UPDATE that also says who made it and why (`changed_by`, `change_note`); the database's
+trigger turns that into the clip_events row. So the worker's claim and completion are one statement each,
+which it runs on an autocommit connection (farm.db.autocommit); the other callers pass a Session.
 """
 
 from __future__ import annotations
@@ -15,7 +19,23 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    CursorResult,
+    DateTime,
+    String,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from farm.db import utcnow
@@ -27,6 +47,8 @@ CLIPS = cast(Table, Clip.__table__)
 WORKERS = cast(Table, WorkerRecord.__table__)
 EVENTS = cast(Table, ClipEvent.__table__)
 FAILS_PER_WORKER = 2  # a worker that failed a clip this often does not get it again
+
+Db = Session | Connection  # a transaction, or an autocommit connection for one-statement changes
 
 
 class Refusal(StrEnum):
@@ -48,16 +70,6 @@ class Lease:
     attempt: int
 
 
-def log(
-    session: Session, clip_id: int, old: str | None, new: str, worker: str | None, detail: str | None
-) -> None:
-    session.execute(
-        insert(EVENTS).values(
-            clip_id=clip_id, at=utcnow(), from_status=old, to_status=new, worker=worker, detail=detail
-        )
-    )
-
-
 def is_paused(session: Session) -> bool:
     setting = session.get(FarmSetting, "paused")
     return setting is not None and setting.value == "1"
@@ -67,87 +79,108 @@ def set_paused(session: Session, paused: bool) -> None:
     session.merge(FarmSetting(key="paused", value="1" if paused else "0", updated_at=utcnow()))
 
 
-def heartbeat(session: Session, worker: str, device: str, clip_id: int | None, done: int = 0) -> None:
-    """Record that `worker` is alive (and what it works on) for the dashboard: one UPDATE, after the first."""
-    now = utcnow()
-    values = {"last_seen_at": now, "current_clip_id": clip_id, "clips_done": WORKERS.c.clips_done + done}
-    if not _update_one(session, update(WORKERS).where(WORKERS.c.name == worker).values(**values)):
-        hostname = worker.split("@", 1)[-1] if "@" in worker else socket.gethostname()
-        session.add(
-            WorkerRecord(
-                name=worker, hostname=hostname, device=device, started_at=now, last_seen_at=now,
-                current_clip_id=clip_id, clips_done=done,
-            )
-        )  # fmt: skip
-
-
-def failures_by(session: Session, clip_id: int, worker: str) -> int:
-    return (
-        session.scalar(
-            select(func.count(ClipEvent.id)).where(
-                ClipEvent.clip_id == clip_id,
-                ClipEvent.worker == worker,
-                ClipEvent.from_status == ClipStatus.RUNNING,
-                ClipEvent.to_status.in_((ClipStatus.QUEUED, ClipStatus.FAILED)),
-            )
-        )
-        or 0
+# The worker's statements are built once, with bound parameters: building them per call cost more CPU than
+# the database spent running them.
+NOW = bindparam("now", type_=DateTime(timezone=True))
+HELD = and_(  # still running under this lease: the condition for every change its holder makes
+    CLIPS.c.id == bindparam("clip"),
+    CLIPS.c.lease_token == bindparam("token"),
+    CLIPS.c.status == ClipStatus.RUNNING,
+)
+FAILURES_BY = (  # how often this worker gave the clip back after an error (the reconciler's take-backs do not count)
+    select(func.count(EVENTS.c.id))
+    .where(
+        EVENTS.c.clip_id == bindparam("clip"),
+        EVENTS.c.worker == bindparam("by"),
+        EVENTS.c.from_status == ClipStatus.RUNNING,
+        EVENTS.c.to_status.in_((ClipStatus.QUEUED, ClipStatus.FAILED)),
     )
+    .scalar_subquery()
+)
+PAUSED = select(FarmSetting.value).where(FarmSetting.key == "paused").scalar_subquery()
+CLAIM = (
+    update(CLIPS)
+    .where(
+        CLIPS.c.id == bindparam("clip"),
+        or_(
+            CLIPS.c.status == ClipStatus.QUEUED,
+            and_(CLIPS.c.status == ClipStatus.RUNNING, CLIPS.c.lease_expires_at < NOW),
+        ),
+        PAUSED.is_distinct_from("1"),
+        or_(CLIPS.c.attempts < FAILS_PER_WORKER, FAILURES_BY < FAILS_PER_WORKER),
+    )
+    .values(
+        status=ClipStatus.RUNNING,
+        lease_token=bindparam("token"),
+        lease_expires_at=bindparam("expires", type_=DateTime(timezone=True)),
+        attempts=CLIPS.c.attempts + 1,
+        worker=bindparam("by"),
+        started_at=NOW,
+        updated_at=NOW,
+        changed_by=bindparam("by"),
+        change_note=literal("attempt ") + sql_cast(CLIPS.c.attempts + 1, String),
+    )
+    .returning(CLIPS.c.spec, CLIPS.c.attempts)
+)
+RENEW = (
+    update(CLIPS)
+    .where(HELD)
+    .values(lease_expires_at=bindparam("expires", type_=DateTime(timezone=True)), updated_at=NOW)
+)
+COMPLETE = (
+    update(CLIPS)
+    .where(HELD)
+    .values(
+        status=ClipStatus.DONE,
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=NOW,
+        updated_at=NOW,
+        output_uri=bindparam("uri"),
+        frames_done=bindparam("frames"),
+        checksums=bindparam("files", type_=JSON),
+        render_seconds=bindparam("seconds"),
+        error=None,
+        changed_by=bindparam("by"),
+        change_note=bindparam("note"),
+    )
+)
+HEARTBEAT = update(WORKERS).where(WORKERS.c.name == bindparam("by")).values(last_seen_at=NOW)
 
 
-def claim(session: Session, clip_id: int, worker: str, lease: timedelta) -> Lease | Refusal:
-    """Take the clip if it is queued (or its lease has expired)."""
+def heartbeat(db: Db, worker: str, device: str) -> None:
+    """Record that `worker` is alive, for the dashboard: one UPDATE after the first."""
     now = utcnow()
-    paused = select(FarmSetting.value).where(FarmSetting.key == "paused").scalar_subquery()
-    row = session.execute(
-        select(Clip.status, Clip.lease_token, Clip.lease_expires_at, Clip.spec, Clip.attempts, paused).where(
-            Clip.id == clip_id
+    if not _changed(db.execute(HEARTBEAT, {"by": worker, "now": now})):
+        hostname = worker.split("@", 1)[-1] if "@" in worker else socket.gethostname()
+        db.execute(
+            insert(WORKERS).values(
+                name=worker, hostname=hostname, device=device, started_at=now, last_seen_at=now
+            )
         )
+
+
+def claim(db: Db, clip_id: int, worker: str, lease: timedelta) -> Lease | Refusal:
+    """Take the clip if it is queued (or its lease has expired), the farm is not paused, and this worker has
+    not failed it twice. One conditional UPDATE; only when it matches nothing is the clip read to say why."""
+    now = utcnow()
+    token = uuid.uuid4().hex
+    row = db.execute(
+        CLAIM, {"clip": clip_id, "now": now, "token": token, "expires": now + lease, "by": worker}
     ).one_or_none()
     if row is None:
-        return Refusal.UNKNOWN
-    status, old_token, expires, spec, attempts, paused_value = row
-    expired = status == ClipStatus.RUNNING and expires is not None and _aware(expires) < now
-    if status == ClipStatus.RUNNING and not expired:
-        return Refusal.TAKEN
-    if status != ClipStatus.QUEUED and not expired:
-        return Refusal.OVER
-    if paused_value == "1":
-        return Refusal.PAUSED
-    if attempts >= FAILS_PER_WORKER and failures_by(session, clip_id, worker) >= FAILS_PER_WORKER:
-        return Refusal.EXCLUDED
-    token = uuid.uuid4().hex
-    claimed = _update_one(
-        session,
-        update(CLIPS)
-        .where(CLIPS.c.id == clip_id, CLIPS.c.status == status, _same_token(old_token))
-        .values(
-            status=ClipStatus.RUNNING,
-            lease_token=token,
-            lease_expires_at=now + lease,
-            attempts=CLIPS.c.attempts + 1,
-            worker=worker,
-            started_at=now,
-            updated_at=now,
-        ),
-    )
-    if not claimed:
-        return Refusal.TAKEN  # another worker won the race
-    log(session, clip_id, status, ClipStatus.RUNNING, worker, f"attempt {attempts + 1}")
-    return Lease(clip_id, token, spec, attempts + 1)
+        return _refusal(db, clip_id, worker, now)
+    return Lease(clip_id, token, row.spec, row.attempts)
 
 
-def renew(session: Session, lease: Lease, duration: timedelta) -> bool:
+def renew(db: Db, lease: Lease, duration: timedelta) -> bool:
     """Extend the lease; False if it was lost (expired and taken back, or the clip ended)."""
     now = utcnow()
-    return _update_one(
-        session,
-        update(CLIPS).where(*_held(lease)).values(lease_expires_at=now + duration, updated_at=now),
-    )
+    return _changed(db.execute(RENEW, {**_holder(lease), "now": now, "expires": now + duration}))
 
 
 def complete(
-    session: Session,
+    db: Db,
     lease: Lease,
     worker: str,
     output_uri: str,
@@ -156,45 +189,36 @@ def complete(
     render_seconds: float,
 ) -> bool:
     """Mark the clip done, once, and only by the holder of its lease (after all its files are stored)."""
-    now = utcnow()
-    done = _update_one(
-        session,
-        update(CLIPS)
-        .where(*_held(lease))
-        .values(
-            status=ClipStatus.DONE,
-            lease_token=None,
-            lease_expires_at=None,
-            finished_at=now,
-            updated_at=now,
-            output_uri=output_uri,
-            frames_done=frames,
-            checksums=checksums,
-            render_seconds=render_seconds,
-            error=None,
-        ),
+    values = {"uri": output_uri, "frames": frames, "files": checksums, "seconds": render_seconds}
+    note = f"{frames} frames"
+    return _changed(
+        db.execute(COMPLETE, {**_holder(lease), **values, "now": utcnow(), "by": worker, "note": note})
     )
-    if done:
-        log(session, lease.clip_id, ClipStatus.RUNNING, ClipStatus.DONE, worker, f"{frames} frames")
-    return done
 
 
-def fail(session: Session, lease: Lease, worker: str, error: str, max_attempts: int) -> str | None:
+def fail(db: Db, lease: Lease, worker: str, error: str, max_attempts: int) -> str | None:
     """Give the clip back after an error: queued again, or failed for good after `max_attempts`.
 
     Returns the new status, or None if the lease was already lost (nothing changes then).
     """
     new = ClipStatus.FAILED if lease.attempt >= max_attempts else ClipStatus.QUEUED
-    changed = _update_one(
-        session,
-        update(CLIPS)
-        .where(*_held(lease))
-        .values(status=new, lease_token=None, lease_expires_at=None, updated_at=utcnow(), error=error[:2000]),
+    changed = _changed(
+        db.execute(
+            update(CLIPS)
+            .where(HELD)
+            .values(
+                status=new,
+                lease_token=None,
+                lease_expires_at=None,
+                updated_at=utcnow(),
+                error=error[:2000],
+                changed_by=worker,
+                change_note=f"error: {error[:500]}",
+            ),
+            _holder(lease),
+        )
     )
-    if not changed:
-        return None
-    log(session, lease.clip_id, ClipStatus.RUNNING, new, worker, f"error: {error[:500]}")
-    return new
+    return new if changed else None
 
 
 def take_back_expired(session: Session, max_attempts: int) -> list[int]:
@@ -210,16 +234,24 @@ def take_back_expired(session: Session, max_attempts: int) -> list[int]:
     for clip_id, token, attempts, lost_worker in rows:
         new = ClipStatus.FAILED if attempts >= max_attempts else ClipStatus.QUEUED
         reason = f"worker {lost_worker} stopped renewing its lease (attempt {attempts})"
-        changed = _update_one(
-            session,
-            update(CLIPS)
-            .where(CLIPS.c.id == clip_id, CLIPS.c.lease_token == token, CLIPS.c.status == ClipStatus.RUNNING)
-            .values(status=new, lease_token=None, lease_expires_at=None, updated_at=now, error=reason),
+        changed = _changed(
+            session.execute(
+                update(CLIPS)
+                .where(HELD)
+                .values(
+                    status=new,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                    error=reason,
+                    changed_by=RECONCILER,
+                    change_note=f"lease expired: {reason}",
+                ),
+                {"clip": clip_id, "token": token},
+            )
         )
-        if changed:
-            log(session, clip_id, ClipStatus.RUNNING, new, RECONCILER, f"lease expired: {reason}")
-            if new == ClipStatus.QUEUED:
-                requeued.append(clip_id)
+        if changed and new == ClipStatus.QUEUED:
+            requeued.append(clip_id)
     return requeued
 
 
@@ -230,31 +262,48 @@ def retry_failed(session: Session) -> list[int]:
         session.execute(
             update(CLIPS)
             .where(CLIPS.c.id.in_(ids), CLIPS.c.status == ClipStatus.FAILED)
-            .values(status=ClipStatus.QUEUED, attempts=0, updated_at=utcnow()),
-            execution_options={"synchronize_session": False},
+            .values(
+                status=ClipStatus.QUEUED,
+                attempts=0,
+                updated_at=utcnow(),
+                changed_by=None,
+                change_note="retry requested",
+            )
         )
-        for clip_id in ids:
-            log(session, clip_id, ClipStatus.FAILED, ClipStatus.QUEUED, None, "retry requested")
     return ids
 
 
-def _update_one(session: Session, statement: Any) -> bool:
-    """Run a conditional UPDATE of one clip; True if it matched (the compare-and-swap succeeded)."""
-    result = session.execute(statement, execution_options={"synchronize_session": False})
+def _refusal(db: Db, clip_id: int, worker: str, now: datetime) -> Refusal:
+    """Why the claim matched nothing, read after the fact (it is the rare path: duplicates and races)."""
+    row = db.execute(
+        select(CLIPS.c.status, CLIPS.c.lease_expires_at, CLIPS.c.attempts, PAUSED, FAILURES_BY).where(
+            CLIPS.c.id == bindparam("clip")
+        ),
+        {"clip": clip_id, "by": worker},
+    ).one_or_none()
+    if row is None:
+        return Refusal.UNKNOWN
+    status, expires, attempts, paused, failures = row
+    expired = status == ClipStatus.RUNNING and expires is not None and _aware(expires) < now
+    if status == ClipStatus.RUNNING and not expired:
+        return Refusal.TAKEN
+    if status != ClipStatus.QUEUED and not expired:
+        return Refusal.OVER
+    if paused == "1":
+        return Refusal.PAUSED
+    if attempts >= FAILS_PER_WORKER and failures >= FAILS_PER_WORKER:
+        return Refusal.EXCLUDED
+    return Refusal.TAKEN  # it changed between the update and this read: another worker was quicker
+
+
+def _changed(result: Any) -> bool:
+    """Whether a conditional UPDATE of one row matched (the compare-and-swap succeeded)."""
     return cast(CursorResult[Any], result).rowcount == 1
 
 
-def _held(lease: Lease) -> tuple[Any, ...]:
-    """The clip is still running under this lease: the condition for every change its holder makes."""
-    return (
-        CLIPS.c.id == lease.clip_id,
-        CLIPS.c.lease_token == lease.token,
-        CLIPS.c.status == ClipStatus.RUNNING,
-    )
-
-
-def _same_token(token: str | None) -> Any:
-    return CLIPS.c.lease_token.is_(None) if token is None else CLIPS.c.lease_token == token
+def _holder(lease: Lease) -> dict[str, Any]:
+    """The parameters of HELD for this lease."""
+    return {"clip": lease.clip_id, "token": lease.token}
 
 
 def _aware(moment: datetime) -> datetime:

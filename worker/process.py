@@ -20,7 +20,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from farm.celery_app import celery_for, send_render_tasks
-from farm.db import session_scope
+from farm.db import autocommit
 from farm.settings import Settings
 from farm.spec import ClipSpec
 from worker import claims
@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 Producer = Callable[[ClipSpec, Path], tuple[list[Path], int]]
 
 
+# The heartbeat only says a worker is alive (the clips say what it renders and has finished), so it is sent
+# at most this often: at 200 short clips a second, one per clip would be a tenth of the database's work.
+HEARTBEAT_EVERY_S = 5.0
+
+
 @dataclass
 class WorkerContext:
     settings: Settings
@@ -39,6 +44,13 @@ class WorkerContext:
     produce: Producer
     storage: Any  # farm.storage.Storage
     device: str = "cpu"
+    heartbeat_at: float = float("-inf")  # never yet
+
+    def heartbeat(self, db: claims.Db, now: bool = False) -> None:
+        """Say this worker is alive, if the last heartbeat is older than HEARTBEAT_EVERY_S (or `now`)."""
+        if now or time.monotonic() - self.heartbeat_at >= HEARTBEAT_EVERY_S:
+            claims.heartbeat(db, self.name, self.device)
+            self.heartbeat_at = time.monotonic()
 
 
 class LeaseKeeper(threading.Thread):
@@ -55,9 +67,9 @@ class LeaseKeeper(threading.Thread):
     def renew(self) -> bool:
         """Renew now; False once the lease is lost (it expired and was taken back, or the clip ended)."""
         if not self.lost:
-            with session_scope(self.ctx.settings.database_url) as session:
-                self.lost = not claims.renew(session, self.lease, self.duration)
-                claims.heartbeat(session, self.ctx.name, self.ctx.device, self.lease.clip_id)
+            with autocommit(self.ctx.settings.database_url) as db:
+                self.lost = not claims.renew(db, self.lease, self.duration)
+                self.ctx.heartbeat(db, now=True)
             self.renewed_at = time.monotonic()
         return not self.lost
 
@@ -100,9 +112,9 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
     """Render one clip exactly once. Returns what happened: done, failed, queued (to retry), or a refusal."""
     settings = ctx.settings
     lease_length = timedelta(seconds=settings.lease_seconds)
-    with session_scope(settings.database_url) as session:
-        lease = claims.claim(session, clip_id, ctx.name, lease_length)
-        claims.heartbeat(session, ctx.name, ctx.device, clip_id if isinstance(lease, claims.Lease) else None)
+    with autocommit(settings.database_url) as db:
+        lease = claims.claim(db, clip_id, ctx.name, lease_length)
+        ctx.heartbeat(db)
     if isinstance(lease, claims.Refusal):
         log.info("clip %s not taken: %s", clip_id, lease.value)
         return f"skipped: {lease.value}"
@@ -117,9 +129,9 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
             if not keeper.still_held():
                 return "lost lease"
             checksums = store_files(ctx.storage, Path(tmp), files)
-        with session_scope(settings.database_url) as session:
+        with autocommit(settings.database_url) as db:
             done = claims.complete(
-                session,
+                db,
                 lease,
                 ctx.name,
                 ctx.storage.uri(spec.output_dir),
@@ -127,14 +139,14 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
                 checksums,
                 time.monotonic() - started,
             )
-            claims.heartbeat(session, ctx.name, ctx.device, None, done=int(done))
+            ctx.heartbeat(db)
         return "done" if done else "lost lease"
     except (Exception, SoftTimeLimitExceeded) as exc:
         reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:1000]
         log.error("clip %s (%s) failed: %s\n%s", clip_id, spec.name, reason, traceback.format_exc())
-        with session_scope(settings.database_url) as session:
-            state = claims.fail(session, lease, ctx.name, reason, settings.max_attempts)
-            claims.heartbeat(session, ctx.name, ctx.device, None)
+        with autocommit(settings.database_url) as db:
+            state = claims.fail(db, lease, ctx.name, reason, settings.max_attempts)
+            ctx.heartbeat(db)
         if state == "queued":
             send_render_tasks(celery_for(settings), [clip_id])
         return state or "lost lease"
