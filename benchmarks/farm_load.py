@@ -56,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="Celery workers sharing the processes")
     parser.add_argument("--pg", default=PG_ADMIN_URL)
     parser.add_argument("--redis", default=REDIS_URL)
     args = parser.parse_args()
@@ -84,11 +85,31 @@ def main() -> None:
         )  # every 10th clip delivered twice, on purpose
 
         started = time.perf_counter()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "farm_load", "worker", "--pool", "prefork",
-             "--concurrency", str(args.processes), "--loglevel", "error", "--without-gossip", "--without-mingle"],
-            cwd=Path(__file__).parent, env={**os.environ, "PYTHONPATH": str(ROOT), "FARM_LOAD_WORKER": "1"},
-        )  # fmt: skip
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "farm_load",
+                    "worker",
+                    "--pool",
+                    "prefork",
+                    "-n",
+                    f"load{n}@%h",
+                    "--concurrency",
+                    str(args.processes // args.workers),
+                    "--loglevel",
+                    "error",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                cwd=Path(__file__).parent,
+                env={**os.environ, "PYTHONPATH": str(ROOT), "FARM_LOAD_WORKER": "1"},
+            )  # fmt: skip
+            for n in range(args.workers)
+        ]
         try:
             first_done = None
             while True:
@@ -103,8 +124,10 @@ def main() -> None:
                 time.sleep(0.2)
             finished = time.perf_counter()
         finally:
-            worker.terminate()
-            worker.wait(60)
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(60)
         with db.session_scope(scratch.database_url) as session:
             done_events = dict(
                 session.execute(

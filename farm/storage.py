@@ -90,7 +90,10 @@ def check_key(key: str) -> str:
 @contextlib.contextmanager
 def _temp_beside(dest: Path) -> Iterator[tuple[IO[bytes], Path]]:
     """A temp file in dest's folder (so the final rename is atomic); removed unless renamed into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if (
+        not dest.parent.is_dir()
+    ):  # mkdir locks the parent folder even when it exists: busy workers queue on it
+        dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     temp = Path(name)
     try:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
+from collections import Counter
 from datetime import timedelta
 from html.parser import HTMLParser
 from io import BytesIO
@@ -57,7 +58,7 @@ def fill(farm: Any, storage: Path) -> dict[str, Any]:
     assert result.code == 0, result.err
     url = get_settings().database_url
     now = utcnow()
-    expected: dict[str, Any] = {"done": [], "failed": {}, "running": [], "thumbs": {}}
+    expected: dict[str, Any] = {"done": [], "failed": {}, "running": [], "thumbs": {}, "done_by": Counter()}
     # Through SQLAlchemy's Core, so that datetimes are stored the way the farm stores them on every backend.
     with create_engine(url).begin() as conn:
         clips = conn.execute(
@@ -81,9 +82,10 @@ def fill(farm: Any, storage: Path) -> dict[str, Any]:
                         frames_done=stop - start,
                         render_seconds=90 + i,
                         output_uri=f"file:///out/{name}",
-                        worker="gpu0@host-a",
+                        worker=f"gpu{done_rank % 2}@host-a",
                     )
                 )
+                expected["done_by"][f"gpu{done_rank % 2}@host-a"] += 1
                 expected["done"].append((clip_id, stop - start, now - ago))
                 if done_rank > 1:  # the oldest has no thumbnail: it must 404, not break the page
                     path = storage / thumbnail_key(spec)
@@ -96,17 +98,21 @@ def fill(farm: Any, storage: Path) -> dict[str, Any]:
                 expected["failed"].setdefault(reason, []).append(name)
             elif kind == 6:
                 conn.execute(
-                    change.values(
-                        status="running", attempts=1, started_at=now, updated_at=now, worker="gpu0@host-a"
+                    change.values(  # the latest start is the worker's current clip
+                        status="running",
+                        attempts=1,
+                        started_at=now - timedelta(seconds=i),
+                        updated_at=now,
+                        worker="gpu0@host-a",
                     )
                 )
                 expected["running"].append((clip_id, name))
         workers = [
-            ("gpu0@host-a", "host-a", "optix", timedelta(seconds=5), expected["running"][0][0]),
-            ("gpu1@host-a", "host-a", "optix", timedelta(seconds=40), None),
-            ("cpu0@host-b", "host-b", "cpu", timedelta(hours=2), None),
+            ("gpu0@host-a", "host-a", "optix", timedelta(seconds=5)),
+            ("gpu1@host-a", "host-a", "optix", timedelta(seconds=40)),
+            ("cpu0@host-b", "host-b", "cpu", timedelta(hours=2)),
         ]
-        for name, host, device, ago, current in workers:
+        for name, host, device, ago in workers:
             conn.execute(
                 insert(WorkerRecord).values(
                     name=name,
@@ -114,11 +120,9 @@ def fill(farm: Any, storage: Path) -> dict[str, Any]:
                     device=device,
                     started_at=now - timedelta(days=1),
                     last_seen_at=now - ago,
-                    clips_done=7,
-                    current_clip_id=current,
                 )
             )
-    expected["workers"] = {name: ago < timedelta(minutes=5) for name, _, _, ago, _ in workers}
+    expected["workers"] = {name: ago < timedelta(minutes=5) for name, _, _, ago in workers}
     expected["clips"] = clips
     return expected
 
@@ -180,7 +184,9 @@ def test_json_api_matches_the_database(served):
     workers = get(f"{base}/api/workers")["workers"]
     assert {w["name"]: w["alive"] for w in workers} == expected["workers"]
     busy = next(w for w in workers if w["name"] == "gpu0@host-a")
-    assert busy["current_clip"] == expected["running"][0][1]
+    assert (busy["current_clip_id"], busy["current_clip"]) == expected["running"][0]
+    assert {w["name"]: w["clips_done"] for w in workers} == {"cpu0@host-b": 0, **expected["done_by"]}
+    assert [w["current_clip"] for w in workers if w["name"] != "gpu0@host-a"] == [None, None]
 
     tp = get(f"{base}/api/throughput")
     assert len(tp["buckets"]) == 144 and tp["bucket_seconds"] == 600

@@ -11,8 +11,9 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ class WorkerContext:
     storage: Any  # farm.storage.Storage
     device: str = "cpu"
     heartbeat_at: float = float("-inf")  # never yet
+    keeper: LeaseKeeper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keeper = LeaseKeeper(self)
 
     def heartbeat(self, db: claims.Db, now: bool = False) -> None:
         """Say this worker is alive, if the last heartbeat is older than HEARTBEAT_EVERY_S (or `now`)."""
@@ -53,47 +58,59 @@ class WorkerContext:
             self.heartbeat_at = time.monotonic()
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews the lease every third of its length while the clip is being made; notes when it is lost."""
+class LeaseKeeper:
+    """Renews the lease of the clip this process is making every third of the lease's length, and notes when
+    it is lost. One thread per process, started at its first clip: a thread per clip cost as much CPU as the
+    claim itself."""
 
-    def __init__(self, ctx: WorkerContext, lease: claims.Lease) -> None:
-        super().__init__(daemon=True, name=f"lease-{lease.clip_id}")
-        self.ctx, self.lease = ctx, lease
-        self.duration = timedelta(seconds=ctx.settings.lease_seconds)
-        self.stopped = threading.Event()
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.third = ctx.settings.lease_seconds / 3
+        self.lease: claims.Lease | None = None
         self.lost = False
-        self.renewed_at = time.monotonic()  # the claim itself
+        self.renewed_at = 0.0
+        self.lock = threading.Lock()  # one renewal at a time, and none once the clip is let go
+        self.thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, lease: claims.Lease) -> Iterator[LeaseKeeper]:
+        """Keep `lease` renewed for the duration of the block."""
+        with self.lock:
+            self.lease, self.lost, self.renewed_at = lease, False, time.monotonic()  # the claim itself
+        if self.thread is None or not self.thread.is_alive():  # none yet, or this process is a fork
+            self.thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+            self.thread.start()
+        try:
+            yield self
+        finally:
+            with self.lock:
+                self.lease = None
 
     def renew(self) -> bool:
         """Renew now; False once the lease is lost (it expired and was taken back, or the clip ended)."""
-        if not self.lost:
-            with autocommit(self.ctx.settings.database_url) as db:
-                self.lost = not claims.renew(db, self.lease, self.duration)
-                self.ctx.heartbeat(db, now=True)
-            self.renewed_at = time.monotonic()
-        return not self.lost
+        with self.lock:
+            if self.lease is not None and not self.lost:
+                with autocommit(self.ctx.settings.database_url) as db:
+                    self.lost = not claims.renew(db, self.lease, timedelta(seconds=3 * self.third))
+                    self.ctx.heartbeat(db, now=True)
+                self.renewed_at = time.monotonic()
+            return self.lease is not None and not self.lost
 
     def still_held(self) -> bool:
         """True if the lease is surely still ours: renewed within the last third of its length, or renewed now."""
-        if not self.lost and time.monotonic() - self.renewed_at < self.duration.total_seconds() / 3:
+        if not self.lost and time.monotonic() - self.renewed_at < self.third:
             return True
         return self.renew()
 
-    def run(self) -> None:
-        while not self.stopped.wait(self.duration.total_seconds() / 3):
-            try:
-                if not self.renew():
-                    return
-            except Exception:  # a database hiccup: try again at the next beat, the lease still has time
-                log.warning("could not renew the lease of clip %s", self.lease.clip_id, exc_info=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.join()
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.third / 4)  # so a renewal comes at most a twelfth of the lease late
+            lease = self.lease
+            if lease is not None and time.monotonic() - self.renewed_at >= self.third:
+                try:
+                    self.renew()
+                except Exception:  # a database hiccup: try again at the next tick, the lease still has time
+                    log.warning("could not renew the lease of clip %s", lease.clip_id, exc_info=True)
 
 
 def store_files(storage: Any, folder: Path, files: list[Path]) -> dict[str, dict[str, Any]]:
@@ -122,7 +139,7 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
     spec = ClipSpec.model_validate(lease.spec)
     started = time.monotonic()
     try:
-        with LeaseKeeper(ctx, lease) as keeper, tempfile.TemporaryDirectory(prefix=f"{spec.name}-") as tmp:
+        with ctx.keeper.holding(lease) as keeper, tempfile.TemporaryDirectory(prefix=f"{spec.name}-") as tmp:
             files, frames = ctx.produce(spec, Path(tmp))
             # Objects are replaced by key, so only the lease holder may upload: a worker that stalled past
             # its lease must not overwrite the files of a clip another worker has finished since.
