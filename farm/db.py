@@ -34,7 +34,10 @@ def safe_url(url: str) -> str:
 
 
 @lru_cache
-def get_engine(url: str) -> Engine:
+def get_engine(url: str, autocommit: bool = False) -> Engine:
+    """The engine for `url`; with `autocommit`, a second pool whose connections run each statement as its own
+    transaction (set once per connection, not at every checkout)."""
+    isolation = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -45,7 +48,7 @@ def get_engine(url: str) -> Engine:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver we ship
     if parsed.drivername.startswith("sqlite"):
-        engine = create_engine(parsed, connect_args={"timeout": 60})
+        engine = create_engine(parsed, connect_args={"timeout": 60}, **isolation)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -59,7 +62,7 @@ def get_engine(url: str) -> Engine:
     # No pre-ping: it costs a round trip per transaction, a third of a worker's claim. A connection the
     # server dropped fails one transaction and invalidates the pool; the farm's protocol absorbs that (the
     # clip stays queued and `reconcile` sends it again).
-    return create_engine(parsed, pool_recycle=3600, connect_args={"connect_timeout": 5})
+    return create_engine(parsed, pool_recycle=3600, connect_args={"connect_timeout": 5}, **isolation)
 
 
 def check_reachable(engine: Engine) -> None:
@@ -149,5 +152,6 @@ def session_scope(url: str) -> Iterator[Session]:
 def autocommit(url: str) -> Iterator[Connection]:
     """A connection on which each statement is a transaction of its own. A worker's claim, renewal and
     completion are single statements, so they go without the BEGIN and COMMIT round trips."""
-    with ready_engine(url).connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+    ready_engine(url)
+    with get_engine(url, autocommit=True).connect() as conn:
+        yield conn
