@@ -54,10 +54,9 @@ WHERE status = 'failed';
 UPDATE clips SET started_at = now() - make_interval(secs => id % 600), updated_at = now(),
   worker = 'gpu' || (id % 40) || '@render-host-' || (id % 5)
 WHERE status = 'running';
-INSERT INTO workers (name, hostname, device, started_at, last_seen_at, clips_done, current_clip_id)
+INSERT INTO workers (name, hostname, device, started_at, last_seen_at)
 SELECT 'gpu' || g || '@render-host-' || (g % 5), 'render-host-' || (g % 5), 'optix',
-  now() - interval '2 days', now() - make_interval(secs => CASE WHEN g < 32 THEN g ELSE 3600 * g END),
-  1000 + g, (SELECT id FROM clips WHERE status = 'running' ORDER BY id OFFSET g LIMIT 1)
+  now() - interval '2 days', now() - make_interval(secs => CASE WHEN g < 32 THEN g ELSE 3600 * g END)
 FROM generate_series(0, 39) AS g;
 """
 

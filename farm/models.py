@@ -98,6 +98,7 @@ class Clip(Base):
             postgresql_include=["frames_done", "render_seconds"],
         ),
         Index("ix_clips_status_updated", "status", "updated_at", "id"),
+        Index("ix_clips_status_worker", "status", "worker"),  # clips done per worker, its current clip
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
