@@ -1,11 +1,15 @@
 """Claims and completions through the real PostgreSQL and Redis with 16 worker processes.
 
-    .venv/bin/python benchmarks/farm_load.py [--clips 2000] [--processes 16] [--workers 1] [--scratch DIR]
+    .venv/bin/python benchmarks/farm_load.py [--clips 2000] [--processes 16] [--workers 2] [--scratch DIR]
 
 The workers render nothing: they run the farm's own claim/store/complete protocol (worker/process.py) with
 `quick_test_producer`, a stand-in that writes one small text file per clip. It lives only in this file, so
 it can never be selected for real output. Target on the 2-core machine: at least 200 clips/s through the
 database and broker. The script then proves that every clip ended done exactly once and that nothing was lost.
+
+The 16 processes run in 2 Celery workers of 8, as a cluster runs several workers (one per GPU): a single Celery
+parent process dispatching to all 16 children, acknowledging and sending their events, becomes the limit of
+its own on 2 cores (`--workers 1`).
 
 The local storage and the workers' temporary folders go under --scratch, by default /dev/shm (memory): on
 this VM's disk, 16 processes fsyncing 2,000 small files measure the disk, not the database and broker.
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from scratch import PG_ADMIN_URL, REDIS_URL, ROOT, farm, scratch_farm
@@ -60,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1, help="Celery workers sharing the processes")
+    parser.add_argument("--workers", type=int, default=2, help="Celery workers sharing the processes")
     parser.add_argument(
         "--scratch",
         default="/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir(),
@@ -93,7 +98,7 @@ def main() -> None:
             celery_for(get_settings()), ids[::10]
         )  # every 10th clip delivered twice, on purpose
 
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), datetime.now(UTC)
         workers = [
             subprocess.Popen(
                 [
@@ -120,18 +125,16 @@ def main() -> None:
             for n in range(args.workers)
         ]
         try:
-            first_done = None
-            while True:
+            while (
+                True
+            ):  # polled seldom, to leave the CPU to the farm; the rate comes from the clips' own times
                 with db.session_scope(scratch.database_url) as session:
                     done = session.scalar(select(func.count()).where(Clip.status == "done")) or 0
-                if done and first_done is None:
-                    first_done = (time.perf_counter(), done)
                 if done >= len(ids):
                     break
                 if time.perf_counter() - started > 600:
                     raise SystemExit(f"only {done} of {len(ids)} clips done after 600 s")
-                time.sleep(0.05)
-            finished = time.perf_counter()
+                time.sleep(0.5)
         finally:
             for worker in workers:
                 worker.terminate()
@@ -147,17 +150,19 @@ def main() -> None:
             )
             statuses = dict(session.execute(select(Clip.status, func.count()).group_by(Clip.status)).all())
             attempts = session.scalar(select(func.max(Clip.attempts)))
+            first, last = session.execute(
+                select(func.min(Clip.finished_at), func.max(Clip.finished_at))
+            ).one()
 
-    assert first_done is not None
-    t0, n0 = first_done
-    steady = (len(ids) - n0) / (finished - t0) if finished > t0 else float("nan")
+    steady = (len(ids) - 1) / (last - first).total_seconds()  # from the first completion to the last
     title = f"farm load: {len(ids)} clips, {args.processes} processes in {args.workers} Celery worker(s)"
     table = Table("measure", "value", title=title)
     table.add_row("clips", f"{len(ids):,} (+{len(ids[::10])} duplicate messages)")
     table.add_row("storage and temporary files", args.scratch)
-    table.add_row("wall time from worker start", f"{finished - started:.1f} s")
+    wall = (last - started_at).total_seconds()
+    table.add_row("wall time from worker start to the last completion", f"{wall:.1f} s")
     table.add_row("claims+completions/s, from first completion (target >= 200)", f"[bold]{steady:.0f}[/]")
-    table.add_row("claims+completions/s, including worker start-up", f"{len(ids) / (finished - started):.0f}")
+    table.add_row("claims+completions/s, including worker start-up", f"{len(ids) / wall:.0f}")
     table.add_row("clips done / clips", f"{statuses.get('done', 0)} / {len(ids)}")
     table.add_row("clips with exactly one 'done' event", f"{sum(1 for n in done_events.values() if n == 1)}")
     table.add_row(
