@@ -7,6 +7,9 @@ one statement (a worker's claim and completion are one round trip each), and no 
 current, so a worker's heartbeat only has to say that it is alive and can be sent at most every few seconds;
 an index on (status, worker) keeps the dashboard's per-worker counts fast.
 
+On SQLite a later batch migration that rebuilds `clips` drops these triggers: such a migration must create
+them again.
+
 Revision ID: 0004
 Revises: 0003
 """
