@@ -52,6 +52,26 @@ BACKGROUND_DEPTH = 1e10
 RESULT_ARRAYS = ("rgb", "alpha", "depth", "normal", "flow", "segm")
 SH_CONSTANTS = (0.429043, 0.511664, 0.743125, 0.886227, 0.247708)  # Ramamoorthi-Hanrahan c1..c5
 
+# World -> OpenCV camera rotation (x right, y down, z forward) of each convention. SURREAL's is a reflection
+# (det -1), which is why its frames are mirror images of the scene.
+WORLD_TO_CV = {
+    "surreal": np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]),
+    "clean": np.diag([1.0, -1.0, -1.0]),
+}
+
+
+def intrinsics(width: int = 320, height: int = 240, focal_px: float = 600.0) -> np.ndarray:
+    """SURREAL's K: the principal point at the image centre."""
+    return np.array([[focal_px, 0.0, width / 2], [0.0, focal_px, height / 2], [0.0, 0.0, 1.0]])
+
+
+def project_with_info(convention: str, cam_loc: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """What a reader of `_info.mat` does: world points (..., 3) -> pixels (..., 2) from `camLoc` and the
+    convention's fixed rotation and K (`joints2D` are these, rounded in the surreal convention)."""
+    R = WORLD_TO_CV[convention]
+    x = (np.asarray(points, np.float64) - np.asarray(cam_loc, np.float64).reshape(3)) @ R.T @ intrinsics().T
+    return x[..., :2] / x[..., 2:3]
+
 Progress = Callable[[int, int], None]  # (frames done, frames in the clip)
 # Receives the clip's arrays (name -> (T, ...) array, frames [0, done) final) and `done` as frames finish.
 FrameSink = Callable[[dict[str, np.ndarray], int], None]

@@ -9,14 +9,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2 added `convention`; version 1 clips were rendered in what is now "clean"
 FPS = 30
 CLIP_LENGTH = 100
 RUN_STRIDES = (50, 30, 70)  # clip step per run, in 30 fps frames (SURREAL's run0, run1, run2)
 
 Split = Literal["train", "test"]
+# What the output's values mean: "surreal" (the default) means exactly what the original's files mean, quirks
+# included (mirrored frames, the raw speed pass as flow, world-frame normals); "clean" is the farm's own
+# unmirrored OpenCV-style convention. Both are described in farm/render.py and the README.
+Convention = Literal["surreal", "clean"]
 Gender = Literal["female", "male"]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -84,6 +88,15 @@ class ClipSpec(Frozen):
     light: tuple[float, ...] = Field(min_length=9, max_length=9)  # SH coefficients
     camera: CameraSpec
     zrot: float  # body yaw about the vertical axis, radians
+    convention: Convention = "surreal"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_1_is_clean(cls, data: object) -> object:
+        """Specs stored before `convention` existed were rendered in what is now the clean convention."""
+        if isinstance(data, dict) and data.get("spec_version") == 1 and "convention" not in data:
+            return {**data, "convention": "clean"}
+        return data
 
     @property
     def output_dir(self) -> str:
