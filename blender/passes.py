@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from farm.render import BACKGROUND_DEPTH
+from farm.render import BACKGROUND_DEPTH, Camera
 
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
@@ -31,12 +31,20 @@ def _channel(raw: dict[str, np.ndarray], pass_name: str, component: str) -> np.n
 def convert_frame(
     raw: dict[str, np.ndarray],
     background_linear: np.ndarray,
-    R: np.ndarray,
+    camera: Camera,
+    convention: str,
     segm_pass: str = "Material Index",
     force_background_depth: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Raw EXR channels of one frame -> rgb, alpha, depth, normal, flow, segm."""
-    alpha = _channel(raw, "Combined", "A")
+    """Raw EXR channels of one frame -> rgb, alpha, depth, normal, flow, segm in the clip's convention.
+
+    In the surreal convention Blender rendered the unmirrored view, so every pass is flipped left-right
+    first; the background image is composited after the flip, unmirrored, as the original's compositor did.
+    """
+    surreal = convention == "surreal"
+    if surreal:
+        raw = {k: v[:, ::-1] for k, v in raw.items()}
+    alpha = np.ascontiguousarray(_channel(raw, "Combined", "A"))
     premul = np.stack([_channel(raw, "Combined", c) for c in "RGB"], axis=-1)
     # Cycles' combined pass is premultiplied and scene-linear: composite in linear light, then encode.
     linear = premul + (1.0 - alpha[..., None]) * background_linear
@@ -44,19 +52,28 @@ def convert_frame(
 
     segm = np.rint(_channel(raw, segm_pass, "X")).astype(np.uint8)
     fg = segm > 0
-    depth = _channel(raw, "Depth", "Z").astype(np.float32, copy=True)
-    if force_background_depth:  # Cycles writes exactly 1e10 on background; EEVEE has its own far value
+    depth = _channel(raw, "Depth", "Z").astype(np.float32, copy=True)  # Blender 5: planar z
+    if surreal:  # the original's Z pass: along the ray
+        depth = np.where(fg, depth * camera.ray_lengths(), np.float32(BACKGROUND_DEPTH)).astype(np.float32)
+    elif force_background_depth:  # Cycles writes exactly 1e10 on background; EEVEE has its own far value
         depth[~fg] = BACKGROUND_DEPTH
 
     world_normal = [_channel(raw, "Normal", c) for c in "XYZ"]
     normal = np.zeros((*segm.shape, 3), np.float32)
-    for i in range(3):  # camera-frame normal = R @ world normal, plane by plane (R is mostly zeros)
-        for j in range(3):
-            if R[i, j] != 0.0:
-                normal[..., i] += np.float32(R[i, j]) * world_normal[j]
+    if surreal:  # Cycles' Normal pass as it is: world frame
+        for i in range(3):
+            normal[..., i] = world_normal[i]
+    else:  # camera-frame normal = R @ world normal, plane by plane (R is mostly zeros)
+        for i in range(3):
+            for j in range(3):
+                if camera.R[i, j] != 0.0:
+                    normal[..., i] += np.float32(camera.R[i, j]) * world_normal[j]
     normal[~fg] = 0.0
 
     # Blender's Vector pass: (X, Y) = previous - current, (Z, W) = current - next, pixels, y up.
-    flow = np.stack([-_channel(raw, "Vector", "Z"), _channel(raw, "Vector", "W")], axis=-1)
+    if surreal:  # the raw (X, Y) of a mirrored render: the flip turns X's sign, Y stays
+        flow = np.stack([-_channel(raw, "Vector", "X"), _channel(raw, "Vector", "Y")], axis=-1)
+    else:
+        flow = np.stack([-_channel(raw, "Vector", "Z"), _channel(raw, "Vector", "W")], axis=-1)
     flow = flow.astype(np.float32) + 0.0  # + 0.0 turns -0.0 into 0.0
     return {"rgb": rgb, "alpha": alpha, "depth": depth, "normal": normal, "flow": flow, "segm": segm}

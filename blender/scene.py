@@ -291,13 +291,16 @@ class SceneRenderer:
         c.sensor_fit = "HORIZONTAL"
         c.sensor_width = job.spec.camera.sensor_mm
         c.lens = float(cam.K[0, 0]) * c.sensor_width / w
-        # Blender's optical axis sits between the two middle pixels; shift it onto (cx, cy) of K so that
-        # pixel centres are at integer coordinates of K (shift is in units of the image width).
-        c.shift_x = (w / 2 - 0.5 - float(cam.K[0, 2])) / w
-        c.shift_y = (float(cam.K[1, 2]) - h / 2 + 0.5) / w
+        # Blender's optical axis sits at the image centre, K's coordinate w/2 - 0.5 + pixel_centre; shift it
+        # onto (cx, cy) of K (shift is in units of the image width). No shift for SURREAL's pixel_centre 0.5.
+        o = cam.pixel_centre
+        c.shift_x = (w / 2 - 0.5 + o - float(cam.K[0, 2])) / w
+        c.shift_y = (float(cam.K[1, 2]) - h / 2 + 0.5 - o) / w
         c.clip_start, c.clip_end = 0.05, 1000.0
+        # A mirrored camera (SURREAL's reflection) is rendered as its proper twin; the passes are flipped after.
+        R = np.diag([-1.0, 1.0, 1.0]) @ cam.R if cam.mirrored else cam.R
         m = np.eye(4)
-        m[:3, :3] = cam.R.T @ _CV_FROM_BLENDER
+        m[:3, :3] = R.T @ _CV_FROM_BLENDER
         m[:3, 3] = cam.location
         self.camera.matrix_world = m.T.tolist()  # mathutils takes rows; transpose of a column-major list
         assert self.body is not None
@@ -337,6 +340,7 @@ class SceneRenderer:
 
         bg = srgb_to_linear(np.asarray(job.background, dtype=np.float32) / 255.0).astype(np.float32)
         eevee = self.options.engine == "eevee"
+        convention = job.spec.convention
         H, W = cam.height, cam.width
         shapes = {
             "rgb": ((T, H, W, 3), np.uint8),
@@ -368,8 +372,10 @@ class SceneRenderer:
                     raw = read_exr(path)
                     os.remove(path)
                     segm_pass = "segm" if eevee else "Material Index"
-                    conv = convert_frame(raw, bg, cam.R, segm_pass, force_background_depth=eevee)
-                    if frame == T:  # no successor: by convention 0 (Blender would extrapolate the cache)
+                    conv = convert_frame(raw, bg, cam, convention, segm_pass, force_background_depth=eevee)
+                    # Frames without a predecessor (surreal) or successor (clean) hold 0 by convention;
+                    # Blender would extrapolate the cache.
+                    if frame == (1 if convention == "surreal" else T):
                         conv["flow"][:] = 0.0
                     for name, arr in conv.items():
                         arrays[name][frame - 1] = arr

@@ -1,8 +1,11 @@
 """The warm renderer process: `python -m blender.server FD`.
 
 Imports bpy once and renders clip after clip for farm.render.BlenderProcessRenderer, which owns the other end
-of the socket FD. Messages are pickled tuples between our own processes: in ("init", RenderOptions),
-("render", (RenderJob, out_dir or None)), ("quit", None); out ("ok", result), ("progress", (done, total)), ("error", message).
+of the socket FD. Messages are pickled tuples between our own processes, each tagged with the id of the job
+(one request) it belongs to: in ("init", job, RenderOptions), ("render", job, (RenderJob, out_dir or None)),
+("quit", job, None); out ("ok", job, result), ("progress", job, (done, total)), ("error", job, message), with
+the id of the request being answered. The parent discards a reply tagged with any other id, so a late reply
+to a job it gave up on can never complete the next one (it also kills a child that did not answer in time).
 With an out_dir the result's arrays travel as .npy files there (the parent maps them) rather than through the
 socket. Blender's own chatter goes to stdout/stderr, which the parent sends to a log file.
 """
@@ -21,7 +24,7 @@ def serve(conn: Connection) -> None:
     scene = None
     while True:
         try:
-            kind, payload = conn.recv()
+            kind, job_id, payload = conn.recv()
         except EOFError:  # the parent went away
             return
         if kind == "quit":
@@ -31,22 +34,22 @@ def serve(conn: Connection) -> None:
                 from blender.scene import SceneRenderer  # the one bpy import of this process
 
                 scene = SceneRenderer(payload)
-                conn.send(("ok", None))
+                conn.send(("ok", job_id, None))
             elif kind == "render":
                 if scene is None:
                     raise RuntimeError("render before init")
                 job, out_dir = payload
                 result = scene.render(
-                    job, lambda done, total: conn.send(("progress", (done, total))), out_dir
+                    job, lambda done, total: conn.send(("progress", job_id, (done, total))), out_dir
                 )
                 if out_dir is not None:  # the arrays are files in out_dir: send only the rest
                     result = dataclasses.replace(result, **{k: None for k in RESULT_ARRAYS})
-                conn.send(("ok", result))
+                conn.send(("ok", job_id, result))
             else:
                 raise RuntimeError(f"unknown message {kind!r}")
         except Exception as e:  # report and stay alive: one bad clip must not take the warm process down
             traceback.print_exc()
-            conn.send(("error", f"{type(e).__name__}: {e}"))
+            conn.send(("error", job_id, f"{type(e).__name__}: {e}"))
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from farm import cli_assets, cli_bookkeeper, cli_render, cli_storage
 from farm.errors import FarmError
-from farm.settings import get_settings
+from farm.settings import get_settings, with_convention
 
 app = typer.Typer(
     help="surreal-farm: SURREAL-style synthetic humans, rendered at scale.", no_args_is_help=True
@@ -147,6 +147,9 @@ def enqueue(
     limit: int = typer.Option(None, min=1, help="At most this many clips of the plan."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan and count; write and send nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+    convention: str = typer.Option(
+        None, help="What the files mean: surreal (the original's, default) or clean (FARM_CONVENTION)."
+    ),
 ) -> None:
     """Plan clips with SURREAL's rule, store them, and queue one render task per new clip."""
     from scheduler.enqueue import Selection
@@ -155,6 +158,7 @@ def enqueue(
     if split not in (None, "train", "test"):
         raise FarmError(f"--split {split!r} must be train or test")
     selection = Selection(sequences, _parse_runs(runs), split, limit)  # type: ignore[arg-type]
+    settings = with_convention(get_settings(), convention)
     with progress_bar() as bar:
         tasks: dict[str, Any] = {}
 
@@ -164,7 +168,7 @@ def enqueue(
                 tasks[stage] = bar.add_task(label, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        result = run_enqueue(get_settings(), selection, dry_run, show)
+        result = run_enqueue(settings, selection, dry_run, show)
     if as_json:
         typer.echo(json.dumps(result))
         return

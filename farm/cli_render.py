@@ -42,7 +42,7 @@ def resolve_spec(settings: Any, sequence: str, run: int, clip: int) -> tuple[Cli
             raise FarmError(f"{seq.name} has {count} clips in run {run}: choose --clip 0..{count - 1}")
         pools = load_pools(session, {seq.catalog_id})
         spec = sample_clip_spec(
-            sequence_ref(catalog, seq), planned[0], pools, settings.seed, settings.body_model
+            sequence_ref(catalog, seq), planned[0], pools, settings.seed, settings.body_model, settings.convention
         )
         return spec, "planned"
 
@@ -56,16 +56,19 @@ def render_clip(
     contact_sheet: Path | None = typer.Option(None, help="Also write a contact sheet PNG here."),
     engine: str | None = typer.Option(None, help="cycles or eevee (default: FARM_ENGINE)."),
     device: str | None = typer.Option(None, help="cpu, cuda or optix (default: FARM_DEVICE)."),
+    convention: str | None = typer.Option(
+        None, help="What the files mean: surreal (the original's, default) or clean (FARM_CONVENTION)."
+    ),
 ) -> None:
     """Render one clip (or its first N frames) to a local folder, with a progress bar."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from farm.render import BlenderProcessRenderer, RenderError, RenderOptions, prepare_clip
-    from farm.settings import get_settings
+    from farm.settings import get_settings, with_convention
     from worker.output import ClipWriter
 
-    settings = get_settings()
+    settings = with_convention(get_settings(), convention)
     if engine not in (None, "cycles", "eevee"):
         raise FarmError(f"--engine {engine!r} must be cycles or eevee")
     if device not in (None, "cpu", "cuda", "optix"):
@@ -79,6 +82,8 @@ def render_clip(
     )
     console = Console(stderr=True)
     spec, source = resolve_spec(settings, sequence, run, clip)
+    if convention is not None:  # also over a stored spec: the option says how to write this copy
+        spec = spec.model_copy(update={"convention": convention})
     console.print(f"{spec.name}: spec {'from the database' if source == 'database' else 'planned now'}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:

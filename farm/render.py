@@ -3,7 +3,30 @@
 Nothing here imports bpy. `BlenderProcessRenderer` runs `python -m blender.server` (the only place bpy lives)
 and talks to it over a socket; `InProcessRenderer` imports the scene code in this process (benchmarks).
 
-Conventions (also in the README):
+Two output conventions (ClipSpec.convention; the README gives both with their formulas).
+
+"surreal" (the default): every value means what the original SURREAL's means (its generator's camera and
+placement code, checked on its sample clip; ../shared/surreal-reference/README.md), because tools written for
+SURREAL depend on it:
+- World: metres; the body's up is -Y. It is the MoCap's Z-up frame (SMPL motion as MoSh and AMASS store it;
+  the built-in Y-up motions are turned into it by R_x(+90 deg)), yawed by `zrot` about the vertical through
+  the frame-0 pelvis, then turned by R_x(+90 deg). So SMPL with global_orient = R_x(90) R_z(zrot) R(pose[:3])
+  and the pelvis at joints3D[:, 0] gives the body (SURREAL's `rotateBody`).
+- Camera: `camDist - 1` metres from the frame-0 pelvis along +X, at pelvis height, looking along -X, static.
+  World -> camera is SURREAL's R = [[0, 0, -1], [0, 1, 0], [-1, 0, 0]], a reflection (det -1), t = -R camLoc:
+  the frames are mirror images of the scene, and joints2D = round((K (R X + t))[:2] / z) match them.
+  Blender renders with the proper camera diag(-1, 1, 1) R and every pass is flipped left-right after.
+- Pixels: no half-pixel shift (as the original's Blender camera): pixel column c spans [c, c + 1) in K's
+  coordinates, so its centre is at c + 0.5.
+- depth: distance from the camera centre along the pixel's ray (what Blender 2.7x's Z pass held); background
+  1e10.
+- normal: unit world-frame normals (Cycles' Normal pass); background 0.
+- gtflow: Blender's raw Speed pass (X, Y) = motion towards the previous frame in Blender's pixel axes (y
+  up): [..., 0] = x_prev - x_cur, [..., 1] = y_cur - y_prev in image pixels; frame 1 holds 0. Readers
+  negate [..., 0] to get the flow from frame t-1 to t.
+- pose: the MoCap (Z-up) SMPL pose without the yaw; `zrot` the yaw; dtypes as the original's.
+
+"clean": the farm's own unmirrored convention (spec version 1 clips were rendered in it):
 - World: the SMPL frame of the motion, metres, +Y up. The body's yaw `zrot` is a rotation about the vertical
   (+Y) axis through the pelvis at frame 0, so the pelvis at frame 0 stays where the motion put it.
 - Camera: at pelvis height, `distance` metres from the frame-0 pelvis along world +Z, looking along -Z (so
@@ -19,18 +42,22 @@ Conventions (also in the README):
   surface point seen at pixel p in frame t is at p + flow in frame t+1. The last frame of a clip has no
   successor and holds 0. From Blender's raw Vector pass (X, Y, Z, W) = (prev - cur, cur - next) with y up:
   dx = -Z, dy = +W.
-- segm: 0 background, 1..24 SMPL parts (joint index + 1).
+
+Both:
+- segm: 0 background, 1..24 SMPL parts (joint index + 1), the anatomical part (not swapped by the mirror).
 - RGB: albedo (sRGB texture, linearised) x SH irradiance, emitted; sRGB-encoded; composited over the
-  background image with the render's alpha.
+  background image (never mirrored) with the render's alpha.
 - SH irradiance: Ramamoorthi-Hanrahan with the clip's 9 coefficients in the order L00, L1-1, L10, L11,
-  L2-2, L2-1, L20, L21, L22, evaluated on the camera-frame normal (x, y, z) above, so the "vertical" term
-  L1-1 multiplies y (down): a negative coefficient lights the body from above, as in SURREAL.
+  L2-2, L2-1, L20, L21, L22, evaluated on the normal in the OpenCV frame of the camera Blender renders with,
+  so the "vertical" term L1-1 multiplies y (down): a negative coefficient lights the body from above, as in
+  SURREAL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import pickle
 import socket
@@ -38,7 +65,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -84,19 +112,24 @@ class RenderError(RuntimeError):
 
 @dataclass(frozen=True)
 class Camera:
-    """A pinhole camera in OpenCV convention plus the body's placement in the world."""
+    """A pinhole camera (OpenCV axes; R may be a reflection) plus the body's placement in the world."""
 
     K: np.ndarray  # (3, 3) intrinsics, pixels
-    R: np.ndarray  # (3, 3) world -> camera rotation
+    R: np.ndarray  # (3, 3) world -> camera rotation; det -1 in the surreal convention (mirrored frames)
     t: np.ndarray  # (3,) world -> camera translation
-    world_from_body: np.ndarray  # (4, 4): the yaw about the vertical through the frame-0 pelvis
+    world_from_body: np.ndarray  # (4, 4) rigid: the body's frame (the motion's) -> world
     width: int
     height: int
+    pixel_centre: float = 0.0  # K's coordinate of pixel 0's centre: 0 (clean) or 0.5 (surreal, unshifted)
 
     @property
     def location(self) -> np.ndarray:
         """Camera centre in world metres (SURREAL's camLoc)."""
         return -self.R.T @ self.t
+
+    @property
+    def mirrored(self) -> bool:
+        return bool(np.linalg.det(self.R) < 0)
 
     def body_to_world(self, points: np.ndarray) -> np.ndarray:
         m = self.world_from_body
@@ -106,9 +139,15 @@ class Camera:
         return points @ self.R.T + self.t
 
     def project(self, points: np.ndarray) -> np.ndarray:
-        """World points (..., 3) -> 0-based pixel coordinates (..., 2)."""
+        """World points (..., 3) -> pixel coordinates of K (..., 2)."""
         x = self.to_camera(points) @ self.K.T
         return x[..., :2] / x[..., 2:3]
+
+    def ray_lengths(self) -> np.ndarray:
+        """(H, W): distance along each pixel centre's ray per metre of planar depth."""
+        u = (np.arange(self.width) + self.pixel_centre - self.K[0, 2]) / self.K[0, 0]
+        v = (np.arange(self.height) + self.pixel_centre - self.K[1, 2]) / self.K[1, 1]
+        return np.sqrt(1.0 + u[None, :] ** 2 + v[:, None] ** 2).astype(np.float32)
 
 
 def yaw_matrix(angle: float) -> np.ndarray:
@@ -117,18 +156,62 @@ def yaw_matrix(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
+def rot_x(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def rot_z(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+# SURREAL's world is the MoCap's Z-up frame turned by this (the body's up becomes -Y).
+SURREAL_FROM_ZUP = rot_x(np.pi / 2)
+
+
+def zup_from_motion(motion_uri: str) -> np.ndarray:
+    """The rotation taking a motion's own frame to the Z-up MoCap frame (MoSh's and AMASS's). The built-in
+    motions are generated Y-up (SMPL's rest frame); SURREAL npz and AMASS files are Z-up."""
+    return rot_x(np.pi / 2) if motion_uri.startswith("builtin:") else np.eye(3)
+
+
+def stored_pose(spec: ClipSpec, poses: np.ndarray) -> np.ndarray:
+    """The `pose` array the clip's convention stores, (T, 72): the motion's own pose in clean; in surreal the
+    Z-up MoCap pose (the root turned by zup_from_motion; unchanged for SURREAL and AMASS files)."""
+    U = zup_from_motion(spec.motion.uri)
+    if spec.convention == "clean" or np.array_equal(U, np.eye(3)):
+        return np.asarray(poses, np.float32)
+    from scipy.spatial.transform import Rotation
+
+    out = np.array(poses, np.float64)
+    out[:, :3] = (Rotation.from_matrix(U) * Rotation.from_rotvec(out[:, :3])).as_rotvec()
+    return out.astype(np.float32)
+
+
 def make_camera(spec: ClipSpec, pelvis0: np.ndarray) -> Camera:
-    """The clip's camera: `spec.camera.distance` from the frame-0 pelvis along +Z, at pelvis height."""
+    """The clip's camera and body placement in its convention (see the module docstring)."""
     cam = spec.camera
-    f = cam.focal_px
-    K = np.array([[f, 0.0, cam.width / 2], [0.0, f, cam.height / 2], [0.0, 0.0, 1.0]])
-    pelvis0 = np.asarray(pelvis0, dtype=np.float64)
+    K = intrinsics(cam.width, cam.height, cam.focal_px)
+    pelvis0 = np.asarray(pelvis0, dtype=np.float64)  # the frame-0 pelvis in the body's (motion's) frame
     world_from_body = np.eye(4)
-    world_from_body[:3, :3] = yaw_matrix(spec.zrot)
-    world_from_body[:3, 3] = pelvis0 - world_from_body[:3, :3] @ pelvis0
-    R = np.diag([1.0, -1.0, -1.0])
-    location = pelvis0 + np.array([0.0, 0.0, cam.distance])
-    return Camera(K, R, -R @ location, world_from_body, cam.width, cam.height)
+    R = WORLD_TO_CV[spec.convention]
+    if spec.convention == "clean":
+        world_from_body[:3, :3] = yaw_matrix(spec.zrot)
+        world_from_body[:3, 3] = pelvis0 - world_from_body[:3, :3] @ pelvis0
+        location = pelvis0 + np.array([0.0, 0.0, cam.distance])
+        pixel_centre = 0.0
+    else:
+        # X_world = S (Rz (U X - c0) + c0), with U the motion -> Z-up turn and c0 the Z-up frame-0 pelvis.
+        U, S, Rz = zup_from_motion(spec.motion.uri), SURREAL_FROM_ZUP, rot_z(spec.zrot)
+        c0 = U @ pelvis0
+        world_from_body[:3, :3] = S @ Rz @ U
+        world_from_body[:3, 3] = S @ (c0 - Rz @ c0)
+        # The original placed its camera about camDist - 1 m from the frame-0 pelvis (its sample: 6.69 m
+        # for camDist 7.69), at pelvis height, on the +X side.
+        location = S @ c0 + np.array([cam.distance - 1.0, 0.0, 0.0])
+        pixel_centre = 0.5
+    return Camera(K, R, -R @ location, world_from_body, cam.width, cam.height, pixel_centre)
 
 
 @dataclass
@@ -181,6 +264,9 @@ class RenderOptions:
             device=settings.device,
             samples=settings.samples,
             memory_limit_mb=getattr(settings, "render_memory_limit_mb", cls.memory_limit_mb),
+            # Below Celery's soft limit (90% of the clip's time limit, farm.celery_app), so a hung Blender is
+            # stopped here, with its reason and log, before Celery interrupts the task from outside.
+            timeout_s=0.8 * getattr(settings, "clip_time_limit_s", cls.timeout_s / 0.8),
         )
 
 
@@ -276,16 +362,32 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+log = logging.getLogger(__name__)
+
+SERVER_COMMAND = (sys.executable, "-m", "blender.server")  # the child; the socket's fd is its last argument
+
+
+class _JobFailed(RenderError):
+    """The child reported that a job failed and is ready for the next one, so it stays warm."""
+
+
 class BlenderProcessRenderer:
     """A warm Blender: one `python -m blender.server` child that renders clip after clip.
 
     It is started on first use, restarted after a clip when its memory passes `memory_limit_mb` (Blender
     leaks over long runs), and restarted after it dies. A crash or timeout raises RenderError with the reason
     and the tail of Blender's log.
+
+    Every request carries a fresh job id, and a reply tagged with another job's id is discarded: the result of
+    one clip is never taken for another's. Anything that interrupts a call other than the child's own "error"
+    reply (the timeout, Celery's soft time limit, a failing sink, KeyboardInterrupt) kills the child with
+    SIGKILL, which also ends a stopped process, so the next clip starts a fresh one that holds nothing of the
+    old clip. `command` is the child's command line without the socket's fd (tests pass a stand-in server).
     """
 
-    def __init__(self, options: RenderOptions | None = None) -> None:
+    def __init__(self, options: RenderOptions | None = None, command: Sequence[str] = SERVER_COMMAND) -> None:
         self.options = options or RenderOptions()
+        self.command = list(command)
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._log: Any = None
@@ -306,7 +408,7 @@ class BlenderProcessRenderer:
         self._log = tempfile.TemporaryFile()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "blender.server", str(child.fileno())],
+            [*self.command, str(child.fileno())],
             pass_fds=[child.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -317,7 +419,20 @@ class BlenderProcessRenderer:
         child.close()
         self._conn = Connection(parent.detach())
         self.restarts += 1
-        self._call("init", self.options)
+        with self._interruption_ends_the_child():
+            self._call("init", self.options)
+
+    @contextlib.contextmanager
+    def _interruption_ends_the_child(self) -> Iterator[None]:
+        """A call that ends other than by the child's reply may leave the child working on it (or stopped):
+        kill it, so that nothing it still sends can reach the next job."""
+        try:
+            yield
+        except _JobFailed:
+            raise
+        except BaseException:
+            self._kill()
+            raise
 
     def _log_tail(self, lines: int = 15) -> str:
         if self._log is None:
@@ -328,40 +443,55 @@ class BlenderProcessRenderer:
         text = self._log.read().decode(errors="replace")
         return "\n".join(line for line in text.splitlines()[-lines:] if not line.startswith("Fra:"))
 
-    def _died(self, what: str) -> RenderError:
+    def _died(self, what: str, kill: bool = False) -> RenderError:
+        """The child is gone or is being killed (`kill`): its exit code and last output, for the error."""
         proc = self._proc
-        code = proc.wait(timeout=10) if proc else None
+        code = None
+        if proc is not None:
+            if kill:
+                proc.kill()
+            try:
+                code = proc.wait(timeout=5)  # a crashing child is exiting: its own code says more than -9
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
         tail = self._log_tail()
-        self._stop()
+        self._kill()
         return RenderError(f"Blender {what} (exit code {code}); its last output:\n{tail}")
 
     def _call(self, kind: str, payload: Any, progress: Progress | None = None) -> Any:
         assert self._conn is not None and self._proc is not None
+        job = uuid.uuid4().hex
         try:
-            self._conn.send((kind, payload))
+            self._conn.send((kind, job, payload))
         except OSError as e:
             raise self._died(f"could not be reached ({e})") from None
         deadline = time.monotonic() + self.options.timeout_s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._proc.kill()
                 raise self._died(
-                    f"took longer than {self.options.timeout_s:.0f} s on one clip and was killed"
+                    f"took longer than {self.options.timeout_s:.0f} s on one clip and was killed", kill=True
                 )
             try:
                 if not self._conn.poll(min(remaining, 1.0)):
                     if self._proc.poll() is not None:
                         raise self._died("died while rendering")
                     continue
-                tag, body = self._conn.recv()
+                message = self._conn.recv()
             except (EOFError, OSError, pickle.UnpicklingError):
                 raise self._died("died while rendering") from None
+            if not (isinstance(message, tuple) and len(message) == 3):
+                raise self._died(f"sent a reply outside the protocol ({type(message).__name__})", kill=True)
+            tag, of_job, body = message
+            if of_job != job:
+                log.warning("discarded a %r reply of job %s while waiting for job %s", tag, of_job, job)
+                continue
             if tag == "progress":
                 if progress:
                     progress(*body)
             elif tag == "error":
-                raise RenderError(body)
+                raise _JobFailed(body)
             else:
                 return body
 
@@ -373,7 +503,10 @@ class BlenderProcessRenderer:
         self.start()
         T, H, W = job.frame_count, job.camera.height, job.camera.width
         scratch = scratch_dir(T * H * W * 32)  # 32 bytes of passes per pixel
-        with tempfile.TemporaryDirectory(prefix="surreal-passes-", dir=scratch) as out_dir:
+        with (
+            tempfile.TemporaryDirectory(prefix="surreal-passes-", dir=scratch) as out_dir,
+            self._interruption_ends_the_child(),  # inside: the child is gone before its folder is removed
+        ):
             mapped: dict[str, np.ndarray] = {}
 
             def on_progress(done: int, total: int) -> None:
@@ -394,15 +527,22 @@ class BlenderProcessRenderer:
         return dataclasses.replace(result, **arrays)
 
     def _stop(self) -> None:
+        """Ask a healthy child to quit (waiting a little), then forget it."""
         if self._conn is not None:
             with contextlib.suppress(OSError):
-                self._conn.send(("quit", None))
+                self._conn.send(("quit", None, None))
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+        self._kill()
+
+    def _kill(self) -> None:
+        """End the child now (SIGKILL ends a stopped process too), reap it and forget it."""
+        if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._proc is not None:
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            if self._proc.poll() is None:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from farm.spec import Convention
+
 PAPER_TARGET_FRAMES = 6_536_752
 
 
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     device: Literal["cpu", "cuda", "optix"] = "cpu"
     engine: Literal["cycles", "eevee"] = "cycles"
     samples: int = Field(default=1, ge=1)
+    # What the files' values mean: SURREAL's own (what existing SURREAL tools assume) or the clean one.
+    convention: Convention = "surreal"
     render_memory_limit_mb: int = Field(default=4096, ge=256)  # a warm Blender process is recycled above this
 
     @field_validator("database_url", "broker_url")
@@ -53,6 +57,17 @@ class Settings(BaseSettings):
         return url
 
     cache_dir: Path = Path.home() / ".cache" / "surreal-farm"
+
+
+def with_convention(settings: Settings, convention: str | None) -> Settings:
+    """The settings with a `--convention` option applied (None keeps FARM_CONVENTION)."""
+    from farm.errors import FarmError
+
+    if convention is None:
+        return settings
+    if convention not in ("surreal", "clean"):
+        raise FarmError(f"--convention {convention!r} must be surreal or clean")
+    return settings.model_copy(update={"convention": convention})
 
 
 @lru_cache

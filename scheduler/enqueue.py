@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from farm.db import utcnow
 from farm.errors import FarmError
 from farm.models import Asset, Catalog, Clip, ClipStatus, Sequence
-from farm.spec import ClipSpec, MotionRef, Split, check_safe_name
+from farm.spec import ClipSpec, Convention, MotionRef, Split, check_safe_name
 from scheduler.plan import PlannedClip, plan_sequence
 from scheduler.sampler import (
     GENDERS,
@@ -195,6 +195,7 @@ def store_clips(
     project_seed: int,
     body_model: str,
     progress: Callable[[int], None] = lambda n: None,
+    convention: Convention = "surreal",
 ) -> list[int]:
     """Sample and insert the clips not stored yet; returns the new clip ids."""
     catalog_ids = {seq.catalog_id for _, seq, _ in plan}
@@ -215,7 +216,7 @@ def store_clips(
     rows: list[dict[str, Any]] = []
     for catalog, seq, planned in todo:
         ref = refs.get(seq.id) or refs.setdefault(seq.id, sequence_ref(catalog, seq))
-        spec: ClipSpec = sample_clip_spec(ref, planned, pools, project_seed, body_model)
+        spec: ClipSpec = sample_clip_spec(ref, planned, pools, project_seed, body_model, convention)
         rows.append(
             {
                 "sequence_id": seq.id,
@@ -273,7 +274,9 @@ def enqueue(
             stored += n
             progress("plan", stored, len(plan))
 
-        new_ids = store_clips(session, plan, settings.seed, settings.body_model, stored_progress)
+        new_ids = store_clips(
+            session, plan, settings.seed, settings.body_model, stored_progress, settings.convention
+        )
     assert app is not None
     try:
         send_render_tasks(app, new_ids)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.random.bit_generator import ISeedSequence
 
-from farm.spec import CameraSpec, ClipSpec, Gender, MotionRef, Split, clip_name
+from farm.spec import CameraSpec, ClipSpec, Convention, Gender, MotionRef, Split, clip_name
 from scheduler.plan import PlannedClip
 
 GENDERS: tuple[Gender, Gender] = ("female", "male")
@@ -141,6 +141,7 @@ def sample_clip_spec(
     pools: AppearancePools,
     project_seed: int,
     body_model: str,
+    convention: Convention = "surreal",
 ) -> ClipSpec:
     seed = clip_seed(project_seed, sequence.catalog, sequence.name, planned.run, planned.clip_index)
     split = sequence.split
@@ -171,4 +172,5 @@ def sample_clip_spec(
         light=light_rand(child_stream(seed, "light")),
         camera=CameraSpec(distance=distance),
         zrot=zrot,
+        convention=convention,
     )

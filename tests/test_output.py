@@ -46,8 +46,8 @@ def fake_result() -> RenderResult:
     )
 
 
-def write(root):
-    s = spec()
+def write(root, convention="surreal"):
+    s = spec().model_copy(update={"convention": convention})
     cam = make_camera(s, np.array([0.0, 0.9, 0.0]))
     joints = np.random.default_rng(1).normal(size=(T, 24, 3)).astype(np.float32) * 0.3 + [0, 0.9, 0]
     poses = np.zeros((T, 72), np.float32)
@@ -68,9 +68,13 @@ def test_layout_keys_shapes_and_manifest(tmp_path):
     info = scipy.io.loadmat(d / f"{NAME}_info.mat")
     assert info["joints2D"].shape == (2, 24, T) and info["joints2D"].dtype == np.float32
     assert info["gender"].shape == (T, 1) and info["gender"].dtype == np.uint8 and info["gender"].all()
-    assert info["camLoc"].shape == (3, 1) and np.allclose(info["camLoc"][:, 0], [0, 0.9, 7.5])
+    # SURREAL's placement: camDist - 1 along +X from the frame-0 pelvis (Z-up (0, 0.9, 0) -> world (0, 0, 0.9))
+    assert info["camLoc"].shape == (3, 1) and np.allclose(info["camLoc"][:, 0], [6.5, 0, 0.9], atol=1e-6)
     assert info["bg"].shape == (1, T) and str(info["cloth"][0, 2][0]) == "textures/m1.jpg"
-    assert np.allclose(info["joints2D"].transpose(2, 1, 0), cam.project(joints), atol=1e-3)
+    assert np.array_equal(info["joints2D"].transpose(2, 1, 0), np.round(cam.project(joints)))  # whole pixels
+    for key in ("clipNo", "stride", "gender"):
+        assert info[key].dtype == np.uint8, key  # the original's types
+    assert info["zrot"].dtype == info["camDist"].dtype == info["camLoc"].dtype == np.float32
     segm = scipy.io.loadmat(d / f"{NAME}_segm.mat")
     assert sorted(k for k in segm if not k.startswith("__")) == ["segm_1", "segm_2", "segm_3"]
     assert segm["segm_2"].dtype == np.uint8 and segm["segm_2"].shape == (H, W)
@@ -79,9 +83,19 @@ def test_layout_keys_shapes_and_manifest(tmp_path):
     assert read_mp4(d / f"{NAME}.mp4", W, H).shape == (T, H, W, 3)
     manifest = json.loads((d / f"{NAME}_manifest.json").read_text())
     assert manifest["spec"]["name"] == NAME and manifest["software"]["blender"] == "test"
+    assert manifest["convention"] == manifest["spec"]["convention"] == "surreal"
     for entry in manifest["files"]:
         data = (d / entry["name"]).read_bytes()
         assert entry["size"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_clean_convention_keeps_its_own_camera_and_exact_joints(tmp_path):
+    files, cam, joints = write(tmp_path, "clean")
+    info = scipy.io.loadmat(files.directory / f"{NAME}_info.mat")
+    assert np.allclose(info["camLoc"][:, 0], [0, 0.9, 7.5])
+    assert np.allclose(info["joints2D"].transpose(2, 1, 0), cam.project(joints), atol=1e-3)
+    manifest = json.loads((files.directory / f"{NAME}_manifest.json").read_text())
+    assert manifest["convention"] == "clean"
 
 
 def test_crash_leaves_no_partial_clip_and_a_rerun_completes(tmp_path, monkeypatch):

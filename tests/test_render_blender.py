@@ -51,7 +51,7 @@ def rigid_pose(t: int) -> np.ndarray:
     return m
 
 
-def standin_job(frames: int = 4) -> RenderJob:
+def standin_job(frames: int = 4, convention: str = "clean") -> RenderJob:
     corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float) * HALF
     quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
     verts, faces, parts = [], [], []
@@ -72,7 +72,7 @@ def standin_job(frames: int = 4) -> RenderJob:
         motion=MotionRef(uri="builtin:none", pose_key="p", trans_key="t", rate=120, frames=4 * frames),
         seed=0, body_model="free", gender="female", shape=(0.0,) * 10, shape_source="test",
         texture="test:checker", background="test:grey", light=(0.9, -0.5, 0.1, 0.2, 0, 0, 0.1, 0, 0.1),
-        camera=CameraSpec(distance=5.0), zrot=0.3,
+        camera=CameraSpec(distance=5.0), zrot=0.3, convention=convention,
     )  # fmt: skip
     pelvis0 = rigid_pose(0)[:3, 3]
     return RenderJob(
@@ -97,6 +97,7 @@ def walk_spec(**changes: object) -> ClipSpec:
         seed=7, body_model="free", gender="female", shape=(0.5, -0.3) + (0.0,) * 8, shape_source="test",
         texture="builtin:texture/female/train/0003", background="builtin:background/train/0001",
         light=(0.9, -0.5, 0.1, 0.2, 0.0, 0.0, 0.1, 0.0, 0.1), camera=CameraSpec(distance=6.5), zrot=0.8,
+        convention="clean",  # these tests pin the clean convention; tests/test_surreal_meaning.py the default
     )  # fmt: skip
     return spec.model_copy(update=changes)
 
@@ -111,35 +112,52 @@ def renderer():
 # ---- 1. exact geometry on the rigid stand-in -----------------------------------------------------------------
 
 
-def test_standin_flow_depth_and_pixel_centres_are_exact(renderer):
-    job = standin_job(4)
+@pytest.mark.parametrize("convention", ["clean", "surreal"])
+def test_standin_flow_depth_and_pixel_centres_are_exact(renderer, convention):
+    """Every foreground pixel unprojects onto its part's cube, in either convention's own terms: clean (planar
+    depth, forward flow, camera-frame normals) and surreal (mirrored frames with pixel centres at c + 0.5,
+    depth along the ray, Blender's raw speed pass towards the previous frame, world-frame normals)."""
+    surreal = convention == "surreal"
+    job = standin_job(4, convention)
     res = renderer.render(job)
     cam = job.camera
+    assert cam.mirrored == surreal
     inv = np.linalg.inv
-    for t in range(3):
+    o = cam.pixel_centre
+    for t in range(4):
         fg = res.segm[t] > 0
         assert fg.sum() > 500
         assert np.array_equal(fg, res.alpha[t] > 0.5) and np.array_equal(fg, res.depth[t] < BACKGROUND_DEPTH)
         v, u = np.nonzero(fg)
-        z = res.depth[t][fg].astype(np.float64)
-        # Unproject each foreground pixel centre with K (integer pixel coordinates) and the depth.
-        x_cam = np.stack([(u - cam.K[0, 2]) / cam.K[0, 0] * z, (v - cam.K[1, 2]) / cam.K[1, 1] * z, z], -1)
-        world = (x_cam - cam.t) @ cam.R
+        depth = res.depth[t][fg].astype(np.float64)
+        rays = np.stack([(u + o - cam.K[0, 2]) / cam.K[0, 0], (v + o - cam.K[1, 2]) / cam.K[1, 1], np.ones(len(u))], -1)
+        z = depth / np.linalg.norm(rays, axis=1) if surreal else depth
+        x_cam = rays * z[:, None]
+        world = (x_cam - cam.t) @ cam.R  # R is orthogonal, a reflection in the surreal convention
         body = (world - cam.world_from_body[:3, 3]) @ cam.world_from_body[:3, :3]
         rest = (body - rigid_pose(t)[:3, 3]) @ rigid_pose(t)[:3, :3]
-        # The point lies on its part's cube: depth is planar and pixel centres agree with K.
+        # The point lies on its part's cube: depth means what it says and pixel centres agree with K.
         local = rest - JOINTS[res.segm[t][fg] - 1]
         assert np.percentile(np.abs(np.abs(local).max(1) - HALF), 99) < 1e-4
-        # Where that surface point is one frame later, projected: the forward flow.
-        nxt = cam.world_from_body @ rigid_pose(t + 1) @ inv(rigid_pose(t)) @ inv(cam.world_from_body)
-        expected = cam.project(world @ nxt[:3, :3].T + nxt[:3, 3]) - np.stack([u, v], -1)
+        pixel = np.stack([u, v], -1) + o
+        if surreal and t > 0:  # where that surface point was one frame earlier, projected
+            prv = cam.world_from_body @ rigid_pose(t - 1) @ inv(rigid_pose(t)) @ inv(cam.world_from_body)
+            moved = cam.project(world @ prv[:3, :3].T + prv[:3, 3]) - pixel  # previous - current
+            expected = np.stack([moved[:, 0], -moved[:, 1]], -1)  # x_prev - x_cur, y_cur - y_prev
+        elif not surreal and t < 3:  # where it is one frame later: the forward flow
+            nxt = cam.world_from_body @ rigid_pose(t + 1) @ inv(rigid_pose(t)) @ inv(cam.world_from_body)
+            expected = cam.project(world @ nxt[:3, :3].T + nxt[:3, 3]) - pixel
+        else:  # no predecessor (surreal's first frame) or successor (clean's last): 0 by convention
+            expected = np.zeros((len(u), 2))
         assert np.abs(expected - res.flow[t][fg]).max() < 0.01
         assert not res.flow[t][~fg].any()
-        n = res.normal[t][fg]
+        n = res.normal[t][fg].astype(np.float64)
         assert np.allclose(np.linalg.norm(n, axis=1), 1, atol=1e-3)
-        assert n[:, 2].mean() < -0.3  # mostly towards the camera (smooth cube normals lean at edges)
-    assert not res.flow[-1].any()  # the last frame has no successor
-    assert np.unique(res.segm).size == 25
+        # mostly towards the camera (smooth cube normals lean at edges)
+        towards = np.einsum("ij,ij->i", n, rays @ cam.R) if surreal else n[:, 2]
+        assert towards.mean() < -0.3
+    # Every part is seen; SURREAL's camera sees the stand-in from its side, where a few cubes hide others.
+    assert np.unique(res.segm).size >= (20 if surreal else 25)
 
 
 # ---- 2. the free body on a built-in walk, in the SURREAL format -----------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from blender.passes import convert_frame, linear_to_srgb, linear_to_srgb8
-from farm.render import face_labels, make_camera, sh_irradiance, yaw_matrix
+from farm.render import WORLD_TO_CV, Camera, face_labels, make_camera, sh_irradiance, yaw_matrix
 from farm.spec import CameraSpec, ClipSpec, MotionRef
 
 
@@ -22,7 +22,7 @@ def spec(**kw) -> ClipSpec:
 
 def test_camera_looks_at_the_frame0_pelvis_from_its_distance():
     pelvis = np.array([0.3, 0.95, -1.2])
-    cam = make_camera(spec(zrot=1.1, camera=CameraSpec(distance=7.3)), pelvis)
+    cam = make_camera(spec(zrot=1.1, camera=CameraSpec(distance=7.3), convention="clean"), pelvis)
     assert np.allclose(cam.K, [[600, 0, 160], [0, 600, 120], [0, 0, 1]])
     assert np.allclose(cam.project(pelvis), [160, 120])
     assert np.isclose(np.linalg.norm(cam.location - pelvis), 7.3) and np.isclose(cam.location[1], pelvis[1])
@@ -30,6 +30,19 @@ def test_camera_looks_at_the_frame0_pelvis_from_its_distance():
     # a point above the pelvis is higher in the image (smaller y); one to +X is to the right
     assert cam.project(pelvis + [0, 0.5, 0])[1] < 120 and cam.project(pelvis + [0.5, 0, 0])[0] > 160
     assert np.isclose(cam.to_camera(pelvis)[2], 7.3)  # depth along the optical axis
+
+
+def test_surreal_camera_is_the_originals():
+    pelvis = np.array([0.3, 0.95, -1.2])  # in a built-in motion's frame (Y up)
+    cam = make_camera(spec(zrot=1.1, camera=CameraSpec(distance=7.3)), pelvis)
+    assert cam.mirrored and np.allclose(cam.R, [[0, 0, -1], [0, 1, 0], [-1, 0, 0]])
+    assert np.isclose(np.linalg.det(cam.world_from_body[:3, :3]), 1.0)  # the body itself is not mirrored
+    p0 = cam.body_to_world(pelvis)
+    assert np.allclose(cam.location - p0, [6.3, 0, 0])  # camDist - 1 along +X, at pelvis height
+    assert np.allclose(cam.project(p0), [160, 120])
+    up = cam.body_to_world(pelvis + [0, 0.5, 0]) - p0
+    assert np.allclose(up, [0, -0.5, 0])  # the body's up is world -Y ...
+    assert cam.project(p0 + up)[1] < 120  # ... and up in the image
 
 
 def test_yaw_turns_about_vertical():
@@ -67,13 +80,30 @@ def test_convert_frame_flow_sign_normals_and_compositing():
     raw["ViewLayer.Normal.Z"][1, 2] = 1.0  # towards a camera looking along world -Z
     raw["ViewLayer.Vector.Z"][1, 2] = -2.0  # Blender: current - next, x right
     raw["ViewLayer.Vector.W"][1, 2] = -1.0  # y up: the point moves up one pixel
+    raw["ViewLayer.Vector.X"][1, 2] = 3.0  # Blender: previous - current, x right
+    raw["ViewLayer.Vector.Y"][1, 2] = 0.5  # y up: it was half a pixel higher before
     bg = np.full((h, w, 3), 0.5, np.float32)
-    out = convert_frame(raw, bg, np.diag([1.0, -1.0, -1.0]))
+    K = np.array([[600.0, 0, w / 2], [0, 600, h / 2], [0, 0, 1]])
+    clean = Camera(K, np.diag([1.0, -1.0, -1.0]), np.zeros(3), np.eye(4), w, h)
+    out = convert_frame(raw, bg, clean, "clean")
     assert out["segm"][1, 2] == 7 and out["segm"].sum() == 7
     assert np.allclose(out["flow"][1, 2], [2.0, -1.0])  # right 2, up 1 (image y down)
     assert np.allclose(out["normal"][1, 2], [0, 0, -1])
     assert tuple(out["rgb"][1, 2]) == (255, 0, 0) and tuple(out["rgb"][0, 0]) == (188, 188, 188)
     assert out["depth"][0, 0] == 1e10 and out["depth"][1, 2] == 3.0
+
+    # SURREAL: mirrored left-right (column 2 of 5 -> 2: use an off-centre pixel too), raw speed pass towards
+    # the previous frame with x flipped by the mirror, world normals, depth along the ray.
+    surreal = Camera(K, WORLD_TO_CV["surreal"], np.zeros(3), np.eye(4), w, h, pixel_centre=0.5)
+    raw["ViewLayer.Material Index.X"][3, 0] = 4
+    raw["ViewLayer.Depth.Z"][3, 0] = 2.0
+    out = convert_frame(raw, bg, surreal, "surreal")
+    assert out["segm"][1, 2] == 7 and out["segm"][3, w - 1] == 4 and out["segm"][3, 0] == 0
+    assert np.allclose(out["flow"][1, 2], [-3.0, 0.5])  # x_prev - x_cur in the mirrored frame; y_cur - y_prev
+    assert np.allclose(out["normal"][1, 2], [0, 0, 1])  # world frame, as Blender gives it
+    u, v = (w - 1 + 0.5 - w / 2) / 600, (3 + 0.5 - h / 2) / 600
+    assert np.isclose(out["depth"][3, w - 1], 2.0 * np.sqrt(1 + u * u + v * v))
+    assert out["depth"][0, 0] == 1e10 and tuple(out["rgb"][0, 0]) == (188, 188, 188)
 
 
 def test_srgb_table_matches_the_formula():

@@ -7,7 +7,8 @@ every file with its sha256 and size).
 
 Everything is written into a hidden temporary folder beside the clip first and then renamed into place, the
 manifest last: a crash leaves no partial file under a final name, and a clip is complete exactly when its
-manifest exists. A rerun replaces a partial earlier attempt.
+manifest exists. A rerun replaces a partial earlier attempt. Before the renames the clip's arrays and its encoded
+mp4 pass the quality gate (worker/qc.py): a clip that fails raises `QualityError` and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from farm.render import Camera, Progress, Renderer, RenderResult, prepare_clip
+from farm.render import Camera, Progress, Renderer, RenderResult, prepare_clip, stored_pose
 from farm.settings import Settings
 from farm.spec import ClipSpec
+from worker import qc
 
 if TYPE_CHECKING:
     from worker.process import Producer
@@ -47,6 +49,7 @@ class ClipFiles:
     directory: Path  # the clip's folder (its sequence folder)
     files: list[Path]  # relative to the output root, manifest last
     frames: int
+    qc: dict[str, Any] | None = None  # the quality gate's statistics (worker/qc.py)
 
 
 def _sha256(path: Path) -> str:
@@ -65,15 +68,25 @@ def _cell(values: list[str]) -> np.ndarray:
     return cell
 
 
+def _index_array(value: int, convention: str) -> np.ndarray:
+    """1x1 `clipNo` / `stride`: uint8 as the original's (uint16 past 255, which SURREAL never reached)."""
+    if convention == "clean":
+        return np.array([[value]], dtype=np.int64)
+    return np.array([[value]], dtype=np.uint8 if value <= 255 else np.uint16)
+
+
 def info_dict(spec: ClipSpec, poses: np.ndarray, joints3d: np.ndarray, camera: Camera) -> dict[str, Any]:
-    """`_info.mat`: poses (T,72) without the yaw; joints3d (T,24,3) in world metres."""
+    """`_info.mat`: poses (T,72) as the motion gives them (without the yaw); joints3d (T,24,3) in world metres.
+    What the values mean follows spec.convention (farm/render.py)."""
     T = len(poses)
     joints2d = camera.project(np.asarray(joints3d, dtype=np.float64))
+    if spec.convention == "surreal":
+        joints2d = np.round(joints2d)  # the original stored whole pixels
     return {
         "sequence": spec.name,
-        "clipNo": np.array([[spec.clip_index + 1]], dtype=np.int64),
+        "clipNo": _index_array(spec.clip_index + 1, spec.convention),
         "source": SOURCE,
-        "stride": np.array([[spec.stride]], dtype=np.int64),
+        "stride": _index_array(spec.stride, spec.convention),
         "bg": _cell([spec.background] * T),
         "cloth": _cell([spec.texture] * T),
         "gender": np.full((T, 1), 0 if spec.gender == "female" else 1, dtype=np.uint8),
@@ -81,7 +94,7 @@ def info_dict(spec: ClipSpec, poses: np.ndarray, joints3d: np.ndarray, camera: C
         "camDist": np.array([[spec.camera.distance]], dtype=np.float32),
         "camLoc": camera.location.astype(np.float32).reshape(3, 1),
         "zrot": np.full((T, 1), spec.zrot, dtype=np.float32),
-        "pose": np.ascontiguousarray(np.asarray(poses, np.float32).T),
+        "pose": np.ascontiguousarray(stored_pose(spec, poses).T),
         "shape": np.repeat(np.asarray(spec.shape, np.float32)[:, None], T, axis=1),
         "joints2D": np.ascontiguousarray(joints2d.astype(np.float32).transpose(2, 1, 0)),
         "joints3D": np.ascontiguousarray(np.asarray(joints3d, np.float32).transpose(2, 1, 0)),
@@ -238,7 +251,22 @@ class ClipWriter:
             _, err = video.communicate()
             if video.returncode != 0:
                 raise RuntimeError(f"ffmpeg failed writing {name}.mp4: {err.decode(errors='replace')[-500:]}")
-            savemat(tmp / f"{name}_info.mat", info_dict(spec, poses, joints3d, camera))
+            info = info_dict(spec, poses, joints3d, camera)
+            # The quality gate, before any file has its final name: a clip that fails is not stored.
+            quality = qc.assess(
+                spec.frame_count,
+                spec.convention,
+                (spec.camera.width, spec.camera.height),
+                depth=result.depth,
+                segm=result.segm,
+                flow=result.flow,
+                normal=result.normal,
+                joints2d=np.asarray(info["joints2D"]).transpose(2, 1, 0),
+                reprojected=camera.project(np.asarray(joints3d, np.float64)),
+                video=tmp / f"{name}.mp4",
+            )
+            quality.raise_for_problems(name)
+            savemat(tmp / f"{name}_info.mat", info)
             header = _mat_header()
             for prefix, _, _ in PASS_FILES:
                 with open(tmp / f"{name}_{prefix}.mat", "wb") as mat:
@@ -256,6 +284,8 @@ class ClipWriter:
             manifest = {
                 "clip": name,
                 "frames": T,
+                "convention": spec.convention,  # what the values mean (README, "Output format")
+                "qc": quality.stats,  # the quality gate's statistics (worker/qc.py)
                 "spec": spec.model_dump(mode="json"),
                 "software": software_versions(software),
                 "files": [
@@ -271,7 +301,7 @@ class ClipWriter:
         finally:
             self.abort()
         rel = [Path(spec.output_dir) / f for f in [*data_files, manifest_name]]
-        return ClipFiles(self.final_dir, rel, T)
+        return ClipFiles(self.final_dir, rel, T, quality.stats)
 
     def abort(self) -> None:
         if self._ffmpeg is not None and self._ffmpeg.poll() is None:
@@ -323,10 +353,10 @@ def render_clip_files(
 
 
 def blender_files_producer(renderer: Renderer, settings: Settings | None = None) -> Producer:
-    """What worker.process needs: (spec, folder) -> (files relative to folder, frame count)."""
+    """What worker.process needs: (spec, folder) -> (files relative to folder, frame count, qc statistics)."""
 
-    def produce(spec: ClipSpec, folder: Path) -> tuple[list[Path], int]:
+    def produce(spec: ClipSpec, folder: Path) -> tuple[list[Path], int, dict[str, Any] | None]:
         files = render_clip_files(spec, renderer, folder, settings=settings)
-        return files.files, files.frames
+        return files.files, files.frames, files.qc
 
     return produce
