@@ -30,12 +30,12 @@ from pathlib import Path
 from scratch import PG_ADMIN_URL, REDIS_URL, ROOT, farm, scratch_farm
 
 
-def quick_test_producer(spec, folder: Path) -> tuple[list[Path], int]:  # type: ignore[no-untyped-def]
+def quick_test_producer(spec, folder: Path) -> tuple[list[Path], int, None]:  # type: ignore[no-untyped-def]
     """NOT A RENDERER: one small file naming the clip, so the protocol has something to store."""
     relative = Path(spec.output_dir) / f"{spec.name}_quick-test.txt"
     (folder / relative).parent.mkdir(parents=True, exist_ok=True)
     (folder / relative).write_text(f"{spec.name} (quick test producer, no pixels)\n")
-    return [relative], spec.frame_count
+    return [relative], spec.frame_count, None  # no pixels, so no quality statistics
 
 
 def load_worker_app():  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farm.db import utcnow
-from farm.models import Clip, ClipStatus
+from farm.models import BODY_OUT_OF_FRAME, Clip, ClipStatus
 
 THROUGHPUT_WINDOW = timedelta(hours=1)
 
@@ -50,6 +50,9 @@ def farm_status(session: Session, target_frames: int) -> dict[str, Any]:
         .order_by(func.count(Clip.id).desc())
         .limit(20)
     ).all()
+    # Done clips whose body is visible in fewer than half their frames (the quality gate's frames_with_body;
+    # clips done before it have none and are not counted). A partial index holds exactly these.
+    out_of_frame = session.scalar(select(func.count(Clip.id)).where(BODY_OUT_OF_FRAME)) or 0
     return {
         "target_frames": target_frames,
         "frames_done": frames_done,
@@ -57,6 +60,7 @@ def farm_status(session: Session, target_frames: int) -> dict[str, Any]:
         "clips": clips,
         "splits": dict(sorted(splits.items(), key=lambda kv: kv[0] != "train")),
         "failures": [{"reason": reason or "unknown", "clips": n} for reason, n in failures],
+        "body_out_of_frame": out_of_frame,
         "throughput": {
             "window_seconds": int(THROUGHPUT_WINDOW.total_seconds()),
             "clips": recent_clips,

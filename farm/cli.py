@@ -26,6 +26,7 @@ catalog_app.add_typer(catalog_import_app, name="import")
 app.add_typer(cli_assets.app, name="assets")
 app.command("render-clip")(cli_render.render_clip)
 app.command("verify")(cli_storage.verify)
+app.command("qc")(cli_storage.qc)
 app.command("bookkeeper")(cli_bookkeeper.bookkeeper)
 
 err = Console(stderr=True)
@@ -213,6 +214,9 @@ def _print_status(report: dict[str, Any]) -> None:
             )
     out.print(table)
     out.print("clips: " + ", ".join(f"{state} {n:,}" for state, n in report["clips"].items()))
+    out.print(
+        f"done clips with the body out of frame in more than half their frames: {report['body_out_of_frame']:,}"
+    )
     tp = report["throughput"]
     eta = report["eta_seconds"]
     eta_text = "unknown (nothing finished in the last hour)" if eta is None else f"{eta / 3600:.1f} h"

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -77,6 +78,10 @@ class Asset(Base):
     data: Mapped[Any | None] = mapped_column(JSON)
 
 
+# A done clip whose body is visible (any segm > 0 pixel) in fewer than half its frames.
+BODY_OUT_OF_FRAME = text("status = 'done' AND 2 * frames_with_body < frames_done")
+
+
 class Clip(Base):
     __tablename__ = "clips"
     __table_args__ = (
@@ -99,6 +104,13 @@ class Clip(Base):
         ),
         Index("ix_clips_status_updated", "status", "updated_at", "id"),
         Index("ix_clips_status_worker", "status", "worker"),  # clips done per worker, its current clip
+        # The few done clips whose body is out of frame for more than half their frames (`farm status`).
+        Index(
+            "ix_clips_body_out_of_frame",
+            "id",
+            postgresql_where=BODY_OUT_OF_FRAME,
+            sqlite_where=BODY_OUT_OF_FRAME,
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -126,6 +138,9 @@ class Clip(Base):
     frames_done: Mapped[int | None] = mapped_column(Integer)
     checksums: Mapped[Any | None] = mapped_column(JSON)  # {relative path: {"sha256": .., "size": ..}}
     render_seconds: Mapped[float | None] = mapped_column(Float)
+    # The quality gate's statistics (worker/qc.py), and the one the bookkeeping counts by, as its own column.
+    qc: Mapped[Any | None] = mapped_column(JSON(none_as_null=True))
+    frames_with_body: Mapped[int | None] = mapped_column(Integer)
     # Who made the latest change and why: every statement that changes a clip sets both, and the database
     # copies them into clip_events (the trigger of migration 0004).
     changed_by: Mapped[str | None] = mapped_column(String(200))

@@ -139,6 +139,8 @@ COMPLETE = (
         frames_done=bindparam("frames"),
         checksums=bindparam("files", type_=JSON),
         render_seconds=bindparam("seconds"),
+        qc=bindparam("qc", type_=JSON(none_as_null=True)),
+        frames_with_body=bindparam("body"),
         error=None,
         changed_by=bindparam("by"),
         change_note=bindparam("note"),
@@ -186,9 +188,19 @@ def complete(
     frames: int,
     checksums: dict[str, dict[str, Any]],
     render_seconds: float,
+    qc: dict[str, Any] | None = None,
 ) -> bool:
-    """Mark the clip done, once, and only by the holder of its lease (after all its files are stored)."""
-    values = {"uri": output_uri, "frames": frames, "files": checksums, "seconds": render_seconds}
+    """Mark the clip done, once, and only by the holder of its lease (after all its files are stored and its
+    content passed the quality gate, whose statistics `qc` are kept with it)."""
+    body = qc.get("frames_with_body") if qc else None
+    values = {
+        "uri": output_uri,
+        "frames": frames,
+        "files": checksums,
+        "seconds": render_seconds,
+        "qc": qc,
+        "body": body,
+    }
     note = f"{frames} frames"
     return _changed(
         db.execute(COMPLETE, {**_holder(lease), **values, "now": utcnow(), "by": worker, "note": note})

@@ -29,8 +29,9 @@ from worker import claims
 log = logging.getLogger(__name__)
 
 # Makes a clip's files in a folder laid out like the storage root (so under spec.output_dir): returns their
-# paths relative to the folder and the clip's frame count.
-Producer = Callable[[ClipSpec, Path], tuple[list[Path], int]]
+# paths relative to the folder, the clip's frame count, and the quality gate's statistics (worker/qc.py; None
+# from a producer that has none). A clip that fails the gate raises, like any other failure.
+Producer = Callable[[ClipSpec, Path], tuple[list[Path], int, dict[str, Any] | None]]
 
 
 # The heartbeat only says a worker is alive (the clips say what it renders and has finished), so it is sent
@@ -141,7 +142,7 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
     started = time.monotonic()
     try:
         with ctx.keeper.holding(lease) as keeper, tempfile.TemporaryDirectory(prefix=f"{spec.name}-") as tmp:
-            files, frames = ctx.produce(spec, Path(tmp))
+            files, frames, qc = ctx.produce(spec, Path(tmp))
             # Objects are replaced by key, so only the lease holder may upload: a worker that stalled past
             # its lease must not overwrite the files of a clip another worker has finished since.
             if not keeper.still_held():
@@ -156,6 +157,7 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
                 frames,
                 checksums,
                 time.monotonic() - started,
+                qc,
             )
             ctx.heartbeat(db)
         return "done" if done else "lost lease"

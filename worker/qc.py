@@ -1,0 +1,403 @@
+"""The quality gate: a clip's content is checked before its files are stored, and described by a few numbers.
+
+`assess` is the one check. The writer (worker/output.py, `ClipWriter.finish`) runs it on the rendered arrays
+and the freshly encoded mp4 before any file gets its final name, and raises `QualityError` when it finds a
+problem, so a clip that fails is never stored or marked done. `farm qc` runs it on stored files read back
+(`assess_files`, `qc_folder`, `qc_stored`).
+
+Problems (each one sentence): a frame count other than the spec's; non-finite values; segmentation and depth
+disagreeing about the body (segm > 0 exactly where depth < 1e10, background depth exactly 1e10); labels
+outside 0..24; `joints2D` that do not reproject from `joints3D` and the camera; an mp4 that does not decode
+to the clip's frames at the camera's size.
+
+Statistics (the manifest's "qc" object and the clips table's `qc` column):
+- `frames`: frames in the clip;
+- `frames_with_body`: frames with any body pixel (segm > 0);
+- `body_pixels_mean`: body pixels per frame, averaged over the clip;
+- `joints_in_image`: the fraction of the clip's joints whose `joints2D` lie in [0, W) x [0, H);
+- `flow_mean`: mean optical-flow magnitude over the clip's body pixels, in pixels (0 without any).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from farm.errors import FarmError
+from farm.render import BACKGROUND_DEPTH, project_with_info
+
+MAX_LABEL = 24
+# How far stored joints2D may lie from the projection of joints3D: the surreal convention rounds them to whole
+# pixels (as the original did), the clean one stores the float32 projection itself.
+REPROJECTION_TOLERANCE_PX = {"surreal": 0.5 + 1e-3, "clean": 1e-2}
+PASSES = (("depth", "depth", 2), ("segm", "segm", 2), ("gtflow", "flow", 3), ("normal", "normal", 3))
+CLIP_FILES = (".mp4", "_info.mat", "_depth.mat", "_segm.mat", "_gtflow.mat", "_normal.mat", "_manifest.json")
+
+
+class QualityError(FarmError):
+    """A clip's content failed the quality gate; the message lists every problem, one sentence each."""
+
+
+@dataclass(frozen=True)
+class Quality:
+    stats: dict[str, Any]  # see the module docstring; a statistic is None when its array could not be read
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def raise_for_problems(self, clip: str) -> None:
+        if self.problems:
+            raise QualityError(f"{clip} failed the quality gate: " + " ".join(self.problems))
+
+
+def _where(per_frame: np.ndarray) -> str:
+    """'in frame 4' or 'in 3 frames from frame 4' for a (T,) mask of frames."""
+    frames = np.flatnonzero(per_frame) + 1
+    if len(frames) == 1:
+        return f"in frame {frames[0]}"
+    return f"in {len(frames)} frames from frame {frames[0]}"
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    # A float64 sum of float32 values cannot overflow, so it is finite exactly when every value is (and it
+    # reads the array once without a boolean copy of it).
+    return bool(np.isfinite(np.sum(a, dtype=np.float64)))
+
+
+def decode_video(path: Path) -> tuple[int, int, int]:
+    """Decode the whole mp4 once: (frames, width, height). Raises if ffmpeg cannot read it."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        meta = reader.__next__()
+        width, height = (int(v) for v in meta["size"])
+        frames = 0
+        for frame in reader:
+            if len(frame) != width * height * 3:
+                raise RuntimeError(f"frame {frames + 1} is truncated")
+            frames += 1
+    finally:
+        reader.close()
+    return frames, width, height
+
+
+def assess(
+    frames: int | None,
+    convention: str | None,
+    size: tuple[int, int],
+    *,
+    depth: np.ndarray | None,
+    segm: np.ndarray | None,
+    flow: np.ndarray | None,
+    normal: np.ndarray | None,
+    joints2d: np.ndarray | None,
+    reprojected: np.ndarray | None,
+    video: Path | None,
+    problems: list[str] | None = None,
+) -> Quality:
+    """Check one clip's arrays and compute its statistics.
+
+    `frames`: what the spec says (None: unknown); `size`: (width, height); pass arrays are (T, H, W[, C]) as
+    written; `joints2d` (T, 24, 2) as stored and `reprojected` (T, 24, 2) the projection of joints3D with the
+    clip's camera; `video` the encoded mp4. An array that could not be read is None, its problem already in
+    `problems` (which is extended).
+    """
+    problems = list(problems or [])
+    width, height = size
+    per_frame = {
+        "depth": (height, width),
+        "segm": (height, width),
+        "flow": (height, width, 2),
+        "normal": (height, width, 3),
+        "joints2D": (24, 2),
+        "the projection of joints3D": (24, 2),
+    }
+    arrays: dict[str, np.ndarray | None] = {
+        "depth": depth,
+        "segm": segm,
+        "flow": flow,
+        "normal": normal,
+        "joints2D": joints2d,
+        "the projection of joints3D": reprojected,
+    }
+    usable: dict[str, np.ndarray] = {}
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        if a.shape[1:] != per_frame[name]:
+            got = "x".join(map(str, a.shape[1:]))
+            problems.append(f"{name} has frames of shape {got}, want {'x'.join(map(str, per_frame[name]))}.")
+            continue
+        if frames is not None and len(a) != frames and name != "the projection of joints3D":
+            problems.append(f"{name} has {len(a)} frames, the spec says {frames}.")
+        usable[name] = a
+    for name in ("depth", "flow", "normal", "joints2D", "the projection of joints3D"):
+        a = usable.get(name)
+        if a is not None and not _all_finite(a):
+            bad = ~np.isfinite(a)
+            per = bad.reshape(len(a), -1).any(axis=1)
+            what = "joints3D" if name.startswith("the projection") else name
+            problems.append(f"{what} has {int(bad.sum()):,} non-finite values {_where(per)}.")
+
+    stats: dict[str, Any] = {
+        "frames": frames if frames is not None else (len(depth) if depth is not None else None),
+        "frames_with_body": None,
+        "body_pixels_mean": None,
+        "joints_in_image": None,
+        "flow_mean": None,
+    }
+    s = usable.get("segm")
+    fg = None
+    if s is not None:
+        lo, hi = int(s.min(initial=0)), int(s.max(initial=0))
+        if lo < 0 or hi > MAX_LABEL:
+            outside = (s < 0) | (s > MAX_LABEL)
+            problems.append(
+                f"segm holds labels {lo}..{hi} on {int(outside.sum()):,} pixels {_where(outside.any(axis=(1, 2)))}, "
+                f"want 0..{MAX_LABEL}."
+            )
+        fg = s > 0
+        body = fg.sum(axis=(1, 2))
+        stats["frames_with_body"] = int(np.count_nonzero(body))
+        stats["body_pixels_mean"] = round(float(body.mean()), 1) if len(body) else 0.0
+    d = usable.get("depth")
+    if fg is not None and d is not None and len(d) == len(fg):
+        # segm > 0 exactly where depth < 1e10, and the background holds exactly 1e10.
+        disagree = fg == (d == np.float32(BACKGROUND_DEPTH))
+        if disagree.any():
+            problems.append(
+                f"segm and depth disagree on {int(disagree.sum()):,} pixels {_where(disagree.any(axis=(1, 2)))} "
+                f"(want segm > 0 exactly where depth < {BACKGROUND_DEPTH:.0e}, and {BACKGROUND_DEPTH:.0e} elsewhere)."
+            )
+        not_positive = fg & ~(d > 0)
+        if not_positive.any():
+            problems.append(
+                f"depth is not positive on {int(not_positive.sum()):,} body pixels "
+                f"{_where(not_positive.any(axis=(1, 2)))}."
+            )
+    f = usable.get("flow")
+    if fg is not None and f is not None and len(f) == len(fg):
+        moving = f[fg]
+        stats["flow_mean"] = (
+            round(float(np.hypot(moving[:, 0], moving[:, 1]).mean()), 4) if len(moving) else 0.0
+        )
+    j = usable.get("joints2D")
+    if j is not None:
+        inside = (j[..., 0] >= 0) & (j[..., 0] < width) & (j[..., 1] >= 0) & (j[..., 1] < height)
+        stats["joints_in_image"] = round(float(inside.mean()), 4) if inside.size else 0.0
+        r = usable.get("the projection of joints3D")
+        if r is not None and convention is not None and len(r) == len(j):
+            tolerance = REPROJECTION_TOLERANCE_PX[convention]
+            with np.errstate(invalid="ignore"):
+                off = np.abs(j.astype(np.float64) - r).max(axis=2)
+            far = off > tolerance  # NaN compares False: non-finite joints are reported above
+            if far.any():
+                problems.append(
+                    f"joints2D lie up to {float(np.nanmax(off[far])):.3g} px from the projection of joints3D "
+                    f"{_where(far.any(axis=1))} (allowed {tolerance:g} px in the {convention} convention)."
+                )
+    if video is not None:
+        try:
+            count, w, h = decode_video(video)
+        except Exception as exc:
+            problems.append(f"the mp4 does not decode ({str(exc).strip().splitlines()[-1][:200]}).")
+        else:
+            if (w, h) != (width, height):
+                problems.append(f"the mp4's frames are {w}x{h}, want {width}x{height}.")
+            if frames is not None and count != frames:
+                problems.append(f"the mp4 decodes to {count} frames, the spec says {frames}.")
+    return Quality(stats, problems)
+
+
+# ---- stored files (`farm qc`) ----
+
+
+def _load_mat(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    import scipy.io
+
+    if not path.is_file():
+        problems.append(f"{path.name} is missing.")
+        return None
+    try:
+        return scipy.io.loadmat(path)
+    except Exception as exc:
+        problems.append(f"{path.name} cannot be read ({type(exc).__name__}: {str(exc)[:200]}).")
+        return None
+
+
+def _stack_frames(
+    content: dict[str, Any], prefix: str, ndim: int, file: str, problems: list[str]
+) -> np.ndarray | None:
+    """`<prefix>_1 .. <prefix>_T` of a pass file as one (T, ...) array; gaps and odd shapes are problems."""
+    numbers = sorted(
+        int(k[len(prefix) + 1 :])
+        for k in content
+        if k.startswith(f"{prefix}_") and k[len(prefix) + 1 :].isdigit()
+    )
+    if not numbers:
+        problems.append(f"{file} holds no {prefix}_<n> frames.")
+        return None
+    if numbers != list(range(1, len(numbers) + 1)):
+        missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+        problems.append(
+            f"{file} lacks {prefix}_{missing[0]}"
+            + (f" and {len(missing) - 1} more frames." if len(missing) > 1 else ".")
+        )
+        return None
+    frames = [np.asarray(content[f"{prefix}_{n}"]) for n in numbers]
+    if len({(f.shape, f.dtype) for f in frames}) != 1 or frames[0].ndim != ndim:
+        problems.append(f"{file} holds {prefix} frames of differing or wrong shapes.")
+        return None
+    return np.stack(frames)
+
+
+def assess_files(folder: Path, name: str) -> Quality:
+    """Check the clip `name`'s files in `folder` (as written: `<name>.mp4`, `<name>_info.mat`, ...)."""
+    from farm.spec import ClipSpec
+
+    problems: list[str] = []
+    frames: int | None = None
+    convention: str | None = None
+    size = (320, 240)
+    manifest_path = folder / f"{name}_manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        spec = ClipSpec.model_validate(manifest["spec"])
+        frames, size = spec.frame_count, (spec.camera.width, spec.camera.height)
+        convention = manifest.get("convention") or spec.convention
+        if convention not in REPROJECTION_TOLERANCE_PX:
+            problems.append(f"{manifest_path.name} names an unknown convention {convention!r}.")
+            convention = None
+    except FileNotFoundError:
+        problems.append(f"{manifest_path.name} is missing.")
+    except Exception as exc:
+        problems.append(
+            f"{manifest_path.name} is not a valid manifest ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
+        )
+
+    joints2d = reprojected = None
+    info = _load_mat(folder / f"{name}_info.mat", problems)
+    if info is not None:
+        try:
+            joints2d = np.asarray(info["joints2D"], np.float32).transpose(2, 1, 0)
+            joints3d = np.asarray(info["joints3D"], np.float64).transpose(2, 1, 0)
+            cam_loc = np.asarray(info["camLoc"], np.float64).reshape(3)
+            if convention is not None:
+                reprojected = project_with_info(convention, cam_loc, joints3d)
+        except Exception as exc:
+            problems.append(
+                f"{name}_info.mat lacks usable joints2D, joints3D or camLoc ({type(exc).__name__}: {exc})."
+            )
+            joints2d = reprojected = None
+        if frames is None and joints2d is not None:
+            frames = len(joints2d)
+    passes: dict[str, np.ndarray | None] = {}
+    for prefix, array, ndim in PASSES:
+        file = f"{name}_{prefix}.mat"
+        content = _load_mat(folder / file, problems)
+        passes[array] = None if content is None else _stack_frames(content, prefix, ndim, file, problems)
+        del content
+    video = folder / f"{name}.mp4"
+    if not video.is_file():
+        problems.append(f"{video.name} is missing.")
+    return assess(
+        frames,
+        convention,
+        size,
+        depth=passes["depth"],
+        segm=passes["segm"],
+        flow=passes["flow"],
+        normal=passes["normal"],
+        joints2d=joints2d,
+        reprojected=reprojected,
+        video=video if video.is_file() else None,
+        problems=problems,
+    )
+
+
+@dataclass(frozen=True)
+class ClipQuality:
+    clip: str
+    where: str  # the clip's folder or storage location
+    quality: Quality
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clip": self.clip,
+            "where": self.where,
+            **self.quality.stats,
+            "ok": self.quality.ok,
+            "problems": self.quality.problems,
+        }
+
+
+def clips_in_folder(root: Path) -> list[tuple[Path, str]]:
+    """(folder, clip name) of every clip under `root`, found by its manifest; the writer's hidden temporary
+    folders are skipped."""
+    found = []
+    for manifest in sorted(root.rglob("*_manifest.json")):
+        if any(part.startswith(".") for part in manifest.relative_to(root).parts):
+            continue
+        found.append((manifest.parent, manifest.name.removesuffix("_manifest.json")))
+    return found
+
+
+def _in_order(fn: Callable[[Any], ClipQuality], items: Iterable[Any], threads: int) -> Iterator[ClipQuality]:
+    """fn over items on `threads` threads, results in order, a bounded number in flight."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque[Future[ClipQuality]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 4 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def qc_folder(root: Path, threads: int = 2) -> Iterator[ClipQuality]:
+    """Every clip under a local output folder (render-clip's `--out`, the demo's folder, a storage root)."""
+    if not root.is_dir():
+        raise FarmError(f"{root} is not a folder; pass the output root that holds the clips")
+    clips = clips_in_folder(root)
+    if not clips:
+        raise FarmError(
+            f"no clips under {root} (no <clip>_manifest.json files); pass the folder the clips were written to"
+        )
+    return _in_order(lambda c: ClipQuality(c[1], str(c[0]), assess_files(*c)), clips, threads)
+
+
+def qc_stored(specs: Iterable[dict[str, Any]], storage: Any, threads: int = 2) -> Iterator[ClipQuality]:
+    """The clips of these specs, read back from `storage` (farm.storage.Storage): a local folder is read in
+    place, S3 objects are downloaded into a temporary folder first. A storage that fails (not merely a
+    missing object) stops with its FarmError."""
+    from farm.spec import ClipSpec
+    from farm.storage import LocalStorage
+
+    def one(raw: dict[str, Any]) -> ClipQuality:
+        spec = ClipSpec.model_validate(raw)
+        where = storage.uri(spec.output_dir)
+        if isinstance(storage, LocalStorage):
+            return ClipQuality(spec.name, where, assess_files(storage.root / spec.output_dir, spec.name))
+        with tempfile.TemporaryDirectory(prefix=f"qc-{spec.name}-") as tmp:
+            for suffix in CLIP_FILES:
+                key = f"{spec.output_dir}/{spec.name}{suffix}"
+                try:
+                    storage.get_file(key, Path(tmp) / f"{spec.name}{suffix}")
+                except FarmError:
+                    if storage.stat(key) is not None:
+                        raise  # there, but could not be read: the storage's own one-sentence error
+                    # missing: assess_files says so
+            return ClipQuality(spec.name, where, assess_files(Path(tmp), spec.name))
+
+    return _in_order(one, specs, threads)
