@@ -42,7 +42,12 @@ def resolve_spec(settings: Any, sequence: str, run: int, clip: int) -> tuple[Cli
             raise FarmError(f"{seq.name} has {count} clips in run {run}: choose --clip 0..{count - 1}")
         pools = load_pools(session, {seq.catalog_id})
         spec = sample_clip_spec(
-            sequence_ref(catalog, seq), planned[0], pools, settings.seed, settings.body_model, settings.convention
+            sequence_ref(catalog, seq),
+            planned[0],
+            pools,
+            settings.seed,
+            settings.body_model,
+            settings.convention,
         )
         return spec, "planned"
 

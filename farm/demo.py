@@ -57,7 +57,9 @@ def plan_demo(settings: Any) -> list[int]:
             .where(Catalog.name == "builtin", Sequence.name.in_(names))
         ).all()
         plan = [(c, s, clips_in_run(s.mocap_frames, s.mocap_rate, 0)[0]) for c, s in rows]
-        new_ids = store_clips(session, plan, settings.seed, settings.body_model, convention=settings.convention)
+        new_ids = store_clips(
+            session, plan, settings.seed, settings.body_model, convention=settings.convention
+        )
     send_render_tasks(celery_for(settings), new_ids)
     with session_scope(settings.database_url) as session:
         ids = (

@@ -100,6 +100,7 @@ def project_with_info(convention: str, cam_loc: np.ndarray, points: np.ndarray) 
     x = (np.asarray(points, np.float64) - np.asarray(cam_loc, np.float64).reshape(3)) @ R.T @ intrinsics().T
     return x[..., :2] / x[..., 2:3]
 
+
 Progress = Callable[[int, int], None]  # (frames done, frames in the clip)
 # Receives the clip's arrays (name -> (T, ...) array, frames [0, done) final) and `done` as frames finish.
 FrameSink = Callable[[dict[str, np.ndarray], int], None]

@@ -130,7 +130,9 @@ def test_standin_flow_depth_and_pixel_centres_are_exact(renderer, convention):
         assert np.array_equal(fg, res.alpha[t] > 0.5) and np.array_equal(fg, res.depth[t] < BACKGROUND_DEPTH)
         v, u = np.nonzero(fg)
         depth = res.depth[t][fg].astype(np.float64)
-        rays = np.stack([(u + o - cam.K[0, 2]) / cam.K[0, 0], (v + o - cam.K[1, 2]) / cam.K[1, 1], np.ones(len(u))], -1)
+        rays = np.stack(
+            [(u + o - cam.K[0, 2]) / cam.K[0, 0], (v + o - cam.K[1, 2]) / cam.K[1, 1], np.ones(len(u))], -1
+        )
         z = depth / np.linalg.norm(rays, axis=1) if surreal else depth
         x_cam = rays * z[:, None]
         world = (x_cam - cam.t) @ cam.R  # R is orthogonal, a reflection in the surreal convention
