@@ -172,9 +172,11 @@ SURREAL_FROM_ZUP = rot_x(np.pi / 2)
 
 
 def zup_from_motion(motion_uri: str) -> np.ndarray:
-    """The rotation taking a motion's own frame to the Z-up MoCap frame (MoSh's and AMASS's). The built-in
-    motions are generated Y-up (SMPL's rest frame); SURREAL npz and AMASS files are Z-up."""
-    return rot_x(np.pi / 2) if motion_uri.startswith("builtin:") else np.eye(3)
+    """The rotation taking a motion's own frame to the Z-up MoCap frame (MoSh's and AMASS's). SURREAL npz
+    and AMASS files are Z-up already. The built-in motions are generated Y-up, facing +Z (SMPL's rest frame):
+    they are stood up and turned to face +X, so that with zrot = 0 the body faces SURREAL's camera as it faces
+    the clean convention's (the same clip shows the same view in both, mirrored)."""
+    return rot_z(np.pi / 2) @ rot_x(np.pi / 2) if motion_uri.startswith("builtin:") else np.eye(3)
 
 
 def stored_pose(spec: ClipSpec, poses: np.ndarray) -> np.ndarray:

@@ -43,6 +43,9 @@ def test_surreal_camera_is_the_originals():
     up = cam.body_to_world(pelvis + [0, 0.5, 0]) - p0
     assert np.allclose(up, [0, -0.5, 0])  # the body's up is world -Y ...
     assert cam.project(p0 + up)[1] < 120  # ... and up in the image
+    # With zrot = 0 a built-in body (facing +Z in its own frame) faces the camera, as in the clean convention.
+    front = make_camera(spec(zrot=0.0), pelvis).world_from_body[:3, :3] @ [0, 0, 1]
+    assert np.allclose(front, [1, 0, 0])
 
 
 def test_yaw_turns_about_vertical():
