@@ -33,3 +33,25 @@ def test_render_clip_names_the_fix_for_a_bad_clip(farm, farm_env, tmp_path):
     assert run.code != 0 and "choose --clip 0.." in run.err
     run = farm("render-clip", "--sequence", "no_such_walk", "--out", str(tmp_path))
     assert run.code != 0 and "unknown sequence" in run.err
+
+
+def test_render_clip_writes_the_clean_convention_on_request(farm, farm_env, tmp_path):
+    farm_env(database_url=f"sqlite:///{tmp_path / 'farm.db'}")
+    assert farm("catalog", "import", "builtin").code == 0
+    out = tmp_path / "out"
+    run = farm(
+        "render-clip",
+        "--sequence",
+        "walk_s01_01",
+        "--frames",
+        "2",
+        "--convention",
+        "clean",
+        "--out",
+        str(out),
+    )
+    assert run.code == 0, run.err
+    manifest = json.loads(
+        (out / "builtin/train/run0/walk_s01_01/walk_s01_01_c0001_manifest.json").read_text()
+    )
+    assert manifest["convention"] == manifest["spec"]["convention"] == "clean"
