@@ -40,7 +40,7 @@ def serve(conn: Connection) -> None:
                     raise RuntimeError("render before init")
                 job, out_dir = payload
                 result = scene.render(
-                    job, lambda done, total: conn.send(("progress", job_id, (done, total))), out_dir
+                    job, lambda done, total, of=job_id: conn.send(("progress", of, (done, total))), out_dir
                 )
                 if out_dir is not None:  # the arrays are files in out_dir: send only the rest
                     result = dataclasses.replace(result, **{k: None for k in RESULT_ARRAYS})

@@ -64,6 +64,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -394,6 +395,7 @@ class BlenderProcessRenderer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._log: Any = None
+        self._sender: threading.Thread | None = None  # the request being written, while it is
         self.restarts = 0  # processes started, for tests and metrics
 
     @property
@@ -465,17 +467,12 @@ class BlenderProcessRenderer:
     def _call(self, kind: str, payload: Any, progress: Progress | None = None) -> Any:
         assert self._conn is not None and self._proc is not None
         job = uuid.uuid4().hex
-        try:
-            self._conn.send((kind, job, payload))
-        except OSError as e:
-            raise self._died(f"could not be reached ({e})") from None
         deadline = time.monotonic() + self.options.timeout_s
+        self._send((kind, job, payload), deadline)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._died(
-                    f"took longer than {self.options.timeout_s:.0f} s on one clip and was killed", kill=True
-                )
+                raise self._timed_out()
             try:
                 if not self._conn.poll(min(remaining, 1.0)):
                     if self._proc.poll() is not None:
@@ -497,6 +494,34 @@ class BlenderProcessRenderer:
                 raise _JobFailed(body)
             else:
                 return body
+
+    def _send(self, message: tuple[str, str, Any], deadline: float) -> None:
+        """Send a request, giving up at `deadline`: a job is larger than the socket's buffer, and a stopped
+        child reads nothing, so a plain send could wait forever. The write runs in a thread, which ends
+        with an error once the child is killed."""
+        conn = self._conn
+        assert conn is not None
+        failed: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                conn.send(message)
+            except BaseException as e:
+                failed.append(e)
+
+        self._sender = threading.Thread(target=send, name="blender-request", daemon=True)
+        self._sender.start()
+        self._sender.join(max(0.0, deadline - time.monotonic()))
+        if self._sender.is_alive():
+            raise self._timed_out()
+        self._sender = None
+        if failed:
+            raise self._died(f"could not be reached ({failed[0]})")
+
+    def _timed_out(self) -> RenderError:
+        return self._died(
+            f"took longer than {self.options.timeout_s:.0f} s on one clip and was killed", kill=True
+        )
 
     def render(
         self, job: RenderJob, progress: Progress | None = None, sink: FrameSink | None = None
@@ -541,14 +566,20 @@ class BlenderProcessRenderer:
 
     def _kill(self) -> None:
         """End the child now (SIGKILL ends a stopped process too), reap it and forget it."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+        if self._sender is not None:  # a request still being written fails now that its reader is gone
+            self._sender.join(10)
+            unfinished, self._sender = self._sender.is_alive(), None
+            if unfinished:  # never seen; its socket is left open rather than closed under the writer
+                log.warning("a request to Blender is still being written; its socket stays open")
+                self._conn = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -9,7 +9,7 @@ from conftest import enqueue_builtin
 from sqlalchemy import select, update
 
 from farm.db import session_scope
-from farm.models import Clip, ClipEvent
+from farm.models import Clip, ClipEvent, WorkerRecord
 from worker import claims
 
 pytestmark = pytest.mark.services
@@ -76,6 +76,7 @@ def test_failures_requeue_then_fail_and_exclude_the_worker(db):
             assert isinstance(lease, claims.Lease) and lease.attempt == attempt
             assert claims.fail(session, lease, "w1", "RenderError: boom", max_attempts=3) == "queued"
     with session_scope(url) as session:
+        claims.heartbeat(session, "w2", "cpu")  # a live worker that may still take it
         assert claims.claim(session, ids[1], "w1", LEASE) == claims.Refusal.EXCLUDED  # failed it twice
         lease = claims.claim(session, ids[1], "w2", LEASE)
         assert claims.fail(session, lease, "w2", "RenderError: boom again", max_attempts=3) == "failed"
@@ -131,3 +132,65 @@ def test_pause_stops_claims_and_resume_restores_them(db):
         claims.set_paused(session, False)
     with session_scope(url) as session:
         assert isinstance(claims.claim(session, ids[5], "w1", LEASE), claims.Lease)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, farm, farm_env, tmp_path):
+    """Two queued clips of the built-in catalog, on the embedded SQLite file and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'farm.db'}"
+        farm_env(database_url=url)
+        assert farm("db", "upgrade").code == 0
+    else:
+        request.getfixturevalue("pg_farm")
+        url = request.getfixturevalue("pg_url")
+    return url, enqueue_builtin(farm, url, 2)
+
+
+def fail_twice(url, clip_id, worker, max_attempts=5):
+    for _ in range(claims.FAILS_PER_WORKER):
+        with session_scope(url) as session:
+            claims.heartbeat(session, worker, "cpu")
+            lease = claims.claim(session, clip_id, worker, LEASE)
+            assert isinstance(lease, claims.Lease)
+            assert (
+                claims.fail(session, lease, worker, f"RenderError: {worker} failed", max_attempts) == "queued"
+            )
+
+
+def test_a_clip_no_live_worker_may_take_ends_failed_with_its_reason(any_db):
+    url, ids = any_db
+    # The only worker failed it twice: it may not take it again, and nobody else can.
+    fail_twice(url, ids[0], "w1")
+    with session_scope(url) as session:
+        assert claims.claim(session, ids[0], "w1", LEASE) == claims.Refusal.NO_TAKER
+    with session_scope(url) as session:
+        clip = session.get(Clip, ids[0])
+        assert clip.status == "failed" and clip.attempts == 2
+        assert clip.error == "RenderError: w1 failed; no live worker may take it: each failed it 2 times"
+        assert claims.claim(session, ids[0], "w1", LEASE) == claims.Refusal.OVER
+    assert events(url, ids[0])[-1] == ("queued", "failed", "w1")
+
+    # Another live worker that has not failed it may still take it: the clip stays queued for it ...
+    fail_twice(url, ids[1], "w1")
+    with session_scope(url) as session:
+        claims.heartbeat(session, "w2", "cpu")
+        assert claims.claim(session, ids[1], "w1", LEASE) == claims.Refusal.EXCLUDED
+        assert session.get(Clip, ids[1]).status == "queued"
+    # ... until it too failed it twice,
+    fail_twice(url, ids[1], "w2")
+    with session_scope(url) as session:
+        claims.heartbeat(session, "w2", "cpu")
+        claims.heartbeat(session, "w3", "cpu")
+        session.execute(  # or until the one that could take it is silent for longer than a lease
+            update(WorkerRecord)
+            .where(WorkerRecord.name == "w3")
+            .values(last_seen_at=claims.utcnow() - 2 * LEASE)
+        )
+    with session_scope(url) as session:
+        assert claims.claim(session, ids[1], "w2", LEASE) == claims.Refusal.NO_TAKER
+        clip = session.get(Clip, ids[1])
+        assert (clip.status, clip.attempts) == ("failed", 4) and clip.error.startswith(
+            "RenderError: w2 failed;"
+        )
+    assert events(url, ids[1])[-1] == ("queued", "failed", "w2")

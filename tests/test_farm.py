@@ -199,3 +199,63 @@ def test_a_clip_that_always_crashes_blender_ends_failed_and_the_others_finish(fa
     assert all(r["status"] == "done" for r in rows if r["id"] != cursed["id"])
     status = json.loads(farm("status", "--json").out)
     assert status["clips"]["failed"] == 1 and status["failures"][0]["clips"] == 1
+
+
+def test_a_stopped_blender_costs_one_attempt_and_every_clip_keeps_its_own_frames(farm, cluster, tmp_path):
+    """The user's fault: the worker's Blender is stopped (SIGSTOP) for longer than the clip time limit, then
+    resumed. The renderer gives up on that clip and kills the stopped child, so no late reply of it completes
+    another clip: every clip is done once, with its own non-blank frames."""
+    import io
+
+    import numpy as np
+    import scipy.io
+
+    processes, pg_url, seaweed = cluster
+    processes.env["FARM_CLIP_TIME_LIMIT_S"] = "10"  # the renderer gives up after 8 s, Celery's soft limit 9 s
+    assert plan(farm, tmp_path, ["13_01", "13_02", "13_03"]) == 3  # 10 frames each
+    processes.worker("worker")
+    processes.start("reconciler", "reconcile", "--every", "2")
+
+    def a_warm_blender_on_a_later_clip():
+        rows = clips(pg_url)
+        running = [r for r in rows if r["status"] == "running"]
+        if running and any(r["status"] == "done" for r in rows):
+            return blender_children(int(running[0]["worker"].rsplit(":", 1)[1]))
+        return None
+
+    stopped = wait_for(a_warm_blender_on_a_later_clip, 300, "a second clip to start", every=0.1)
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(11)  # longer than the clip time limit
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):  # the renderer has killed it
+            os.kill(pid, signal.SIGCONT)
+
+    rows = wait_for(lambda: all_finished(pg_url), 300, "all clips to finish")
+    assert {r["status"] for r in rows} == {"done"}, processes.log_tail()
+    assert events(pg_url, "done") == {r["id"]: 1 for r in rows}
+    with create_engine(pg_url).connect() as conn:
+        given_back = conn.execute(
+            text("SELECT detail FROM clip_events WHERE from_status = 'running' AND to_status = 'queued'")
+        ).scalars()
+        reasons = list(given_back)
+    assert len(reasons) == 1, reasons  # the stopped clip, given back once with why
+    assert "took longer than 8 s" in reasons[0] or "SoftTimeLimitExceeded" in reasons[0]
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in stopped)  # killed, not resumed
+    assert_stored_with_checksums(seaweed, processes.prefix, rows)
+    s3 = seaweed.client()
+
+    def stored(key):
+        return s3.get_object(Bucket=seaweed.bucket, Key=f"{processes.prefix}/{key}")["Body"].read()
+
+    segm_files = set()
+    for row in rows:
+        name, keys = row["name"], {k.rsplit("/", 1)[-1]: k for k in row["checksums"]}
+        assert json.loads(stored(keys[f"{name}_manifest.json"]))["clip"] == name
+        info = scipy.io.loadmat(io.BytesIO(stored(keys[f"{name}_info.mat"])))
+        assert str(info["sequence"][0]) == name
+        segm = scipy.io.loadmat(io.BytesIO(stored(keys[f"{name}_segm.mat"])))
+        frames = [segm[f"segm_{t}"] for t in range(1, 11)]
+        assert "segm_11" not in segm and all((np.asarray(f) > 0).sum() > 100 for f in frames), name
+        segm_files.add(row["checksums"][keys[f"{name}_segm.mat"]]["sha256"])
+    assert len(segm_files) == len(rows)  # no clip holds another's frames

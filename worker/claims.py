@@ -59,6 +59,7 @@ class Refusal(StrEnum):
     TAKEN = "another worker holds its lease"
     OVER = "it is already done or failed"
     EXCLUDED = "this worker failed it twice already"
+    NO_TAKER = "every live worker failed it twice, so it is failed now"
     PAUSED = "the farm is paused"
 
 
@@ -86,16 +87,23 @@ HELD = and_(  # still running under this lease: the condition for every change i
     CLIPS.c.lease_token == bindparam("token"),
     CLIPS.c.status == ClipStatus.RUNNING,
 )
-FAILURES_BY = (  # how often this worker gave the clip back after an error (the reconciler's take-backs do not count)
-    select(func.count(EVENTS.c.id))
-    .where(
-        EVENTS.c.clip_id == bindparam("clip"),
-        EVENTS.c.worker == bindparam("by"),
-        EVENTS.c.from_status == ClipStatus.RUNNING,
-        EVENTS.c.to_status.in_((ClipStatus.QUEUED, ClipStatus.FAILED)),
+
+
+def _failures_by(worker: Any) -> Any:
+    """How often `worker` gave the clip back after an error (the reconciler's take-backs do not count)."""
+    return (
+        select(func.count(EVENTS.c.id))
+        .where(
+            EVENTS.c.clip_id == bindparam("clip"),
+            EVENTS.c.worker == worker,
+            EVENTS.c.from_status == ClipStatus.RUNNING,
+            EVENTS.c.to_status.in_((ClipStatus.QUEUED, ClipStatus.FAILED)),
+        )
+        .scalar_subquery()
     )
-    .scalar_subquery()
-)
+
+
+FAILURES_BY = _failures_by(bindparam("by"))  # this worker's
 PAUSED = select(FarmSetting.value).where(FarmSetting.key == "paused").scalar_subquery()  # "1" when paused
 CLAIM = (
     update(CLIPS)
@@ -146,6 +154,31 @@ COMPLETE = (
         change_note=bindparam("note"),
     )
 )
+# A clip that no live worker may take is failed rather than left queued for nobody: it is still queued as
+# read, and no other worker with a heartbeat since `alive_since` (a lease length ago) has failed it less than
+# twice.
+NO_TAKER_NOTE = f"no live worker may take it: each failed it {FAILS_PER_WORKER} times"
+OTHER_TAKER = select(WORKERS.c.name).where(
+    WORKERS.c.name != bindparam("by"),
+    WORKERS.c.last_seen_at >= bindparam("alive_since", type_=DateTime(timezone=True)),
+    _failures_by(WORKERS.c.name) < FAILS_PER_WORKER,
+)
+FAIL_UNTAKEN = (
+    update(CLIPS)
+    .where(
+        CLIPS.c.id == bindparam("clip"),
+        CLIPS.c.status == ClipStatus.QUEUED,
+        CLIPS.c.attempts == bindparam("read_attempts"),
+        ~OTHER_TAKER.exists(),
+    )
+    .values(
+        status=ClipStatus.FAILED,
+        updated_at=NOW,
+        error=bindparam("error"),
+        changed_by=bindparam("by"),
+        change_note=literal(NO_TAKER_NOTE),
+    )
+)
 HEARTBEAT = update(WORKERS).where(WORKERS.c.name == bindparam("by")).values(last_seen_at=NOW)
 
 
@@ -170,7 +203,7 @@ def claim(db: Db, clip_id: int, worker: str, lease: timedelta) -> Lease | Refusa
         CLAIM, {"clip": clip_id, "now": now, "token": token, "expires": now + lease, "by": worker}
     ).one_or_none()
     if row is None:
-        return _refusal(db, clip_id, worker, now)
+        return _refusal(db, clip_id, worker, now, lease)
     return Lease(clip_id, token, row.spec, row.attempts)
 
 
@@ -280,17 +313,20 @@ def _give_back(
     return new if changed else None
 
 
-def _refusal(db: Db, clip_id: int, worker: str, now: datetime) -> Refusal:
-    """Why the claim matched nothing, read after the fact (it is the rare path: duplicates and races)."""
+def _refusal(db: Db, clip_id: int, worker: str, now: datetime, lease: timedelta) -> Refusal:
+    """Why the claim matched nothing, read after the fact (it is the rare path: duplicates and races).
+
+    A queued clip this worker may not take, that no other live worker may take either, is failed here with
+    its last error: otherwise it would wait in the queue for nobody, and nothing would say why."""
     row = db.execute(
-        select(CLIPS.c.status, CLIPS.c.lease_expires_at, CLIPS.c.attempts, PAUSED, FAILURES_BY).where(
-            CLIPS.c.id == bindparam("clip")
-        ),
+        select(
+            CLIPS.c.status, CLIPS.c.lease_expires_at, CLIPS.c.attempts, PAUSED, FAILURES_BY, CLIPS.c.error
+        ).where(CLIPS.c.id == bindparam("clip")),
         {"clip": clip_id, "by": worker},
     ).one_or_none()
     if row is None:
         return Refusal.UNKNOWN
-    status, expires, attempts, paused, failures = row
+    status, expires, attempts, paused, failures, error = row
     expired = status == ClipStatus.RUNNING and expires is not None and _aware(expires) < now
     if status == ClipStatus.RUNNING and not expired:
         return Refusal.TAKEN
@@ -299,6 +335,20 @@ def _refusal(db: Db, clip_id: int, worker: str, now: datetime) -> Refusal:
     if paused == "1":
         return Refusal.PAUSED
     if attempts >= FAILS_PER_WORKER and failures >= FAILS_PER_WORKER:
+        if status == ClipStatus.QUEUED and _changed(
+            db.execute(
+                FAIL_UNTAKEN,
+                {
+                    "clip": clip_id,
+                    "read_attempts": attempts,
+                    "by": worker,
+                    "now": now,
+                    "alive_since": now - lease,
+                    "error": f"{(error or 'unknown')[:1800]}; {NO_TAKER_NOTE}",
+                },
+            )
+        ):
+            return Refusal.NO_TAKER
         return Refusal.EXCLUDED
     return Refusal.TAKEN  # it changed between the update and this read: another worker was quicker
 
