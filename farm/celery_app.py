@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from farm.db import safe_url
 from farm.errors import FarmError
 from farm.settings import Settings, get_settings
 
@@ -79,7 +80,8 @@ def check_broker(app: Celery) -> None:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.5, timeout=5)
     except Exception as exc:  # kombu raises transport-specific errors
         raise FarmError(
-            f"cannot reach the broker at {app.conf.broker_url} ({exc}); check FARM_BROKER_URL and that it is running"
+            f"cannot reach the broker at {safe_url(app.conf.broker_url)} ({exc}); "
+            "check FARM_BROKER_URL and that it is running"
         ) from exc
 
 
@@ -166,5 +168,5 @@ def clips_in_broker(app: Celery) -> list[int]:
             rows = channel.session.query(channel.message_cls).filter_by(queue_id=queue_row.id)
             return [clip_id_of(json.loads(row.payload)) for row in rows]
     raise FarmError(
-        f"the broker {app.conf.broker_url} cannot be inspected; use Redis or the embedded default"
+        f"the broker {safe_url(app.conf.broker_url)} cannot be inspected; use Redis or the embedded default"
     )

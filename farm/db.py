@@ -26,11 +26,15 @@ def utcnow() -> datetime:
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password hidden, for messages."""
+    """The URL with its password hidden, for messages (database and broker URLs alike)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+    except (ArgumentError, ValueError):  # not parseable: hide everything before the last '@'
+        head, at, tail = url.rpartition("@")
+        if not at:
+            return url
+        scheme = head.split("://", 1)[0] + "://" if "://" in head else ""
+        return f"{scheme}***@{tail}"
 
 
 @lru_cache
@@ -42,7 +46,7 @@ def get_engine(url: str, autocommit: bool = False) -> Engine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise FarmError(
-            f"FARM_DATABASE_URL {url!r} is not a database URL; use e.g. "
+            f"FARM_DATABASE_URL {safe_url(url)!r} is not a database URL; use e.g. "
             "postgresql+psycopg://user@host/db or sqlite:///farm.db"
         ) from exc
     if parsed.drivername == "postgresql":
@@ -62,6 +66,11 @@ def get_engine(url: str, autocommit: bool = False) -> Engine:
     # No pre-ping: it costs a round trip per transaction, a third of a worker's claim. A connection the
     # server dropped fails one transaction and invalidates the pool; the farm's protocol absorbs that (the
     # clip stays queued and `reconcile` sends it again).
+    if not parsed.drivername.startswith("postgresql"):
+        raise FarmError(
+            f"FARM_DATABASE_URL {safe_url(url)!r} names the driver {parsed.drivername!r}, which the farm does "
+            "not ship; use postgresql://user@host/db for a cluster or sqlite:///farm.db on one machine"
+        )
     return create_engine(parsed, pool_recycle=3600, connect_args={"connect_timeout": 5}, **isolation)
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from farm.spec import Convention
@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     convention: Convention = "surreal"
     render_memory_limit_mb: int = Field(default=4096, ge=256)  # a warm Blender process is recycled above this
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_is_a_url(cls, url: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if url is None or url == "":
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("it must be an http:// or https:// URL such as http://127.0.0.1:8333")
+        return url
+
     @field_validator("database_url", "broker_url")
     @classmethod
     def _absolute_sqlite_path(cls, url: str) -> str:
@@ -70,6 +82,22 @@ def with_convention(settings: Settings, convention: str | None) -> Settings:
     return settings.model_copy(update={"convention": convention})
 
 
+def settings_error(exc: ValidationError) -> str:
+    """One sentence per bad FARM_* value (the value itself left out: it may be a secret)."""
+    problems = []
+    for e in exc.errors():
+        name = "FARM_" + "_".join(str(part) for part in e["loc"][:1]).upper()
+        msg = e["msg"].removeprefix("Value error, ")
+        problems.append(f"{name} is not valid ({msg[0].lower()}{msg[1:]})")
+    return "; ".join(problems) + "; fix it in the environment or in .env"
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings; a bad FARM_* value ends in one sentence (FarmError), not a pydantic traceback."""
+    from farm.errors import FarmError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise FarmError(settings_error(exc)) from None

@@ -130,6 +130,25 @@ def read_surreal_npz(path: Path) -> tuple[list[NewSequence], dict[str, np.ndarra
     return sequences, banks
 
 
+MOCAP_RATES_HZ = (1.0, 1000.0)  # what a motion-capture frame rate can plausibly be
+
+
+def _frame_rate(path: Path) -> float:
+    """An AMASS file's `mocap_framerate`: one number between 1 and 1000 Hz."""
+    value = read_array(path, "mocap_framerate")
+    low, high = MOCAP_RATES_HZ
+    if value.size != 1 or value.dtype.kind not in "iuf":
+        raise FarmError(
+            f"{path}: mocap_framerate holds {value.size} values of type {value.dtype}, expected one number (Hz)"
+        )
+    rate = float(value.reshape(()))
+    if not (low <= rate <= high):  # also false for NaN
+        raise FarmError(
+            f"{path}: mocap_framerate is {rate:g} Hz, expected {low:g} to {high:g} Hz; fix the file"
+        )
+    return rate
+
+
 def read_amass_dir(root: Path) -> list[NewSequence]:
     """Every AMASS motion file under a folder (`poses`, `trans`, `mocap_framerate`); shape-only files are skipped."""
     if not root.is_dir():
@@ -152,9 +171,10 @@ def read_amass_dir(root: Path) -> list[NewSequence]:
             raise FarmError(
                 f"{path}: poses {pose_shape} / trans {trans_shape} are not (frames, >=66) / (frames, 3)"
             )
-        rate = float(read_array(path, "mocap_framerate"))
-        if not np.isfinite(rate) or rate <= 0:
-            raise FarmError(f"{path}: mocap_framerate is {rate}, expected a positive number")
+        rate = _frame_rate(path)
+        for key in ("poses", "trans"):
+            if not np.isfinite(read_array(path, key)).all():
+                raise FarmError(f"{path}: {key} holds NaN or infinite values; fix or leave out that file")
         relative = path.relative_to(root).with_suffix("")
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(relative.parts))
         name = re.sub(r"_poses$", "", name).lstrip("._-")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from farm.db import utcnow
 from farm.errors import FarmError
 from farm.models import Asset, Catalog, Clip, ClipStatus, Sequence
 from farm.spec import ClipSpec, Convention, MotionRef, Split, check_safe_name
-from scheduler.plan import PlannedClip, plan_sequence
+from scheduler.plan import PlannedClip, iter_plan
 from scheduler.sampler import (
     GENDERS,
     AppearancePools,
@@ -134,8 +135,8 @@ def sequence_ref(catalog: str, seq: Sequence) -> SequenceRef:
 def planned_clips(
     sequences: list[tuple[str, Sequence]], runs: tuple[int, ...], limit: int | None
 ) -> list[tuple[str, Sequence, PlannedClip]]:
-    plan = [(c, s, p) for c, s in sequences for p in plan_sequence(s.mocap_frames, s.mocap_rate, runs)]
-    return plan if limit is None else plan[:limit]
+    plan = ((c, s, p) for c, s in sequences for p in iter_plan(s.mocap_frames, s.mocap_rate, runs))
+    return list(itertools.islice(plan, limit))  # built only up to the limit
 
 
 def summary(plan: list[tuple[str, Sequence, PlannedClip]]) -> dict[str, dict[str, int]]:

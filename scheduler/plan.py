@@ -7,6 +7,7 @@ MoCap frames range(b, e, 4) with b = 4 * i * stride and e = min(b + 400, len(pos
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from farm.spec import CLIP_LENGTH, FPS, RUN_STRIDES
@@ -27,17 +28,28 @@ def frames_at_30fps(mocap_frames: int, mocap_rate: float) -> int:
     return math.floor((mocap_frames - 1) / step + 1e-9) + 1
 
 
-def clips_in_run(mocap_frames: int, mocap_rate: float, run: int) -> list[PlannedClip]:
+def iter_clips_in_run(mocap_frames: int, mocap_rate: float, run: int) -> Iterator[PlannedClip]:
+    """The run's clips one at a time, so a caller with a limit never builds more of the plan than it takes."""
     stride = RUN_STRIDES[run]
     nb_frames = mocap_frames * FPS / mocap_rate  # a float, as in the original
     count = max(1, math.ceil((nb_frames - (CLIP_LENGTH - stride)) / stride))
     total = frames_at_30fps(mocap_frames, mocap_rate)
-    return [
-        PlannedClip(run, i, stride, i * stride, min(CLIP_LENGTH, total - i * stride)) for i in range(count)
-    ]
+    for i in range(count):
+        yield PlannedClip(run, i, stride, i * stride, min(CLIP_LENGTH, total - i * stride))
+
+
+def clips_in_run(mocap_frames: int, mocap_rate: float, run: int) -> list[PlannedClip]:
+    return list(iter_clips_in_run(mocap_frames, mocap_rate, run))
+
+
+def iter_plan(
+    mocap_frames: int, mocap_rate: float, runs: tuple[int, ...] = (0, 1, 2)
+) -> Iterator[PlannedClip]:
+    for run in runs:
+        yield from iter_clips_in_run(mocap_frames, mocap_rate, run)
 
 
 def plan_sequence(
     mocap_frames: int, mocap_rate: float, runs: tuple[int, ...] = (0, 1, 2)
 ) -> list[PlannedClip]:
-    return [clip for run in runs for clip in clips_in_run(mocap_frames, mocap_rate, run)]
+    return list(iter_plan(mocap_frames, mocap_rate, runs))
