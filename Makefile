@@ -7,13 +7,14 @@ BIN = $(VENV)/bin
 
 setup: system-deps $(VENV)/.installed
 
-# Debian packages the tests use: headless Chromium (the dashboard test) and docker-compose (the compose file
-# checks). Installed only when missing; quiet and non-interactive (sudo -n where not root).
+# Debian packages the tests use: headless Chromium (the dashboard test), docker-compose (the compose file
+# checks) and faketime (a worker whose clock is off). Installed only when missing; quiet and non-interactive
+# (sudo -n where not root).
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo -n)
 system-deps:
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || { \
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && command -v faketime >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium docker-compose >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium docker-compose faketime >/dev/null; }
 
 # torch is pinned to the CPU build that the machine keeps on disk; bpy needs Python 3.11 and numpy < 2.
 $(VENV)/.installed: pyproject.toml
