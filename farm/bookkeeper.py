@@ -295,6 +295,13 @@ def metrics_text(session: Session, target_frames: int, now: datetime) -> bytes:
     for state, n in status["clips"].items():
         g.add_metric([state], n)
     families.append(g)
+    families.append(
+        GaugeMetricFamily(
+            "farm_clips_body_out_of_frame",
+            "Done clips whose body is visible in fewer than half their frames.",
+            value=status["body_out_of_frame"],
+        )
+    )
     g = GaugeMetricFamily(
         "farm_clips_failed", "Failed clips per reason (the 20 commonest).", labels=["reason"]
     )
@@ -418,6 +425,10 @@ def render_dashboard(data: dict[str, Any]) -> str:
     parts.append("".join(f"<th class='state-{s}'>{s}</th>" for s in status["clips"]) + "</tr><tr>")
     parts.append(
         "".join(f"<td>{_num(f'state-{s}', n)}</td>" for s, n in status["clips"].items()) + "</tr></table>"
+    )
+    parts.append(
+        f"<p>{_num('body-out-of-frame', status['body_out_of_frame'])} done clips show the body in fewer than half "
+        "their frames <span class='muted'>(by the quality gate's frames_with_body; `farm qc` shows every clip's)</span></p>"
     )
 
     th = data["throughput"]

@@ -137,8 +137,11 @@ def _print_qc(results: list[Any], where: str) -> None:
     def num(value: Any, fmt: str) -> str:
         return "?" if value is None else format(value, fmt)
 
-    table = Table("clip", "frames", "with body", "body px/frame", "joints in image", "flow px", "problems")
-    table.columns[0].overflow = table.columns[-1].overflow = "fold"
+    table = Table()
+    table.add_column("clip", no_wrap=True, min_width=max(len(r.clip) for r in results))  # names stay whole
+    for column in ("frames", "with body", "body px/frame", "joints in image", "flow px"):
+        table.add_column(column, justify="right")
+    table.add_column("problems", overflow="fold")
     for r in results:
         s = r.quality.stats
         table.add_row(
@@ -160,7 +163,7 @@ def _print_qc(results: list[Any], where: str) -> None:
         and 2 * (r.quality.stats["frames_with_body"] or 0) < r.quality.stats["frames"]
     )
     Console(stderr=True).print(
-        f"{len(results):,} clips in {where}: {len(results) - bad:,} pass the quality gate, {bad:,} have problems; "
+        f"{len(results):,} clip{'' if len(results) == 1 else 's'} in {where}: {len(results) - bad:,} pass the quality gate, {bad:,} have problems; "
         f"{half:,} show the body in fewer than half their frames",
         highlight=False,
         soft_wrap=True,

@@ -59,6 +59,7 @@ def fill(farm: Any, storage: Path) -> dict[str, Any]:
     url = get_settings().database_url
     now = utcnow()
     expected: dict[str, Any] = {"done": [], "failed": {}, "running": [], "thumbs": {}, "done_by": Counter()}
+    expected["out_of_frame"] = 0
     # Through SQLAlchemy's Core, so that datetimes are stored the way the farm stores them on every backend.
     with create_engine(url).begin() as conn:
         clips = conn.execute(
@@ -72,6 +73,10 @@ def fill(farm: Any, storage: Path) -> dict[str, Any]:
                 done_rank += 1
                 # Finished over the last ~12 hours, one of them 30 hours ago (outside the 24 h chart).
                 ago = timedelta(hours=30) if done_rank == 1 else timedelta(minutes=23 * done_rank)
+                # Every third body leaves the picture for most of its clip; the first has no statistics (a
+                # clip done before the quality gate).
+                body = None if done_rank == 1 else (stop - start) // (3 if done_rank % 3 == 0 else 1)
+                expected["out_of_frame"] += done_rank % 3 == 0
                 conn.execute(
                     change.values(
                         status="done",
@@ -80,6 +85,7 @@ def fill(farm: Any, storage: Path) -> dict[str, Any]:
                         started_at=now - ago - timedelta(seconds=90 + i),
                         updated_at=now - ago,
                         frames_done=stop - start,
+                        frames_with_body=body,
                         render_seconds=90 + i,
                         output_uri=f"file:///out/{name}",
                         worker=f"gpu{done_rank % 2}@host-a",
@@ -160,6 +166,7 @@ def test_json_api_matches_the_database(served):
     assert all(progress["clips"][s] > 0 for s in progress["clips"])
     assert progress["frames_done"] == sum(n for _, n, _ in expected["done"])
     assert progress["target_frames"] == TARGET
+    assert progress["body_out_of_frame"] == expected["out_of_frame"] > 0
     for split, run, done in sql(
         pg_url, "SELECT split, run, coalesce(sum(frames_done), 0) FROM clips GROUP BY split, run"
     ):
@@ -205,6 +212,7 @@ def test_embedded_sqlite_database_is_served_too(farm, farm_env, tmp_path):
     try:
         progress = get(f"{server.url}/api/progress")
         assert progress["frames_done"] == sum(n for _, n, _ in expected["done"])
+        assert progress["body_out_of_frame"] == expected["out_of_frame"] > 0
         tp = get(f"{server.url}/api/throughput")
         assert tp["clips"] == len(expected["done"]) - 1
         assert tp["frames"] == sum(n for _, n, _ in expected["done"][1:])
@@ -248,6 +256,7 @@ def test_metrics_parse_and_match(served):
     failed = {s.labels["reason"]: s.value for s in families["farm_clips_failed"].samples}
     assert failed == {r: len(n) for r, n in expected["failed"].items()}
     assert families["farm_workers_alive"].samples[0].value == 2
+    assert families["farm_clips_body_out_of_frame"].samples[0].value == expected["out_of_frame"]
 
 
 def test_thumbnails_are_jpegs_from_storage(served):
@@ -342,6 +351,7 @@ def test_dashboard_in_headless_chromium(served, tmp_path):
         assert dom.value(f"state-{state}") == states[state]
     assert dom.value("frames-done") == sum(n for _, n, _ in expected["done"])
     assert dom.value("target-frames") == TARGET
+    assert dom.value("body-out-of-frame") == expected["out_of_frame"]
     for split, run, clips_done, frames_done, frames_planned in sql(
         pg_url,
         "SELECT split, run, count(*) FILTER (WHERE status = 'done'), coalesce(sum(frames_done), 0), "

@@ -68,6 +68,11 @@ def _where(per_frame: np.ndarray) -> str:
     return f"in {len(frames)} frames from frame {frames[0]}"
 
 
+def _count(mask: np.ndarray, what: str) -> str:
+    n = int(np.count_nonzero(mask))
+    return f"{n:,} {what}" + ("" if n == 1 else "s")
+
+
 def _all_finite(a: np.ndarray) -> bool:
     # A float64 sum of float32 values cannot overflow, so it is finite exactly when every value is (and it
     # reads the array once without a boolean copy of it).
@@ -132,6 +137,7 @@ def assess(
         "the projection of joints3D": reprojected,
     }
     usable: dict[str, np.ndarray] = {}
+    wrong_count: dict[int, list[str]] = {}
     for name, a in arrays.items():
         if a is None:
             continue
@@ -140,15 +146,19 @@ def assess(
             problems.append(f"{name} has frames of shape {got}, want {'x'.join(map(str, per_frame[name]))}.")
             continue
         if frames is not None and len(a) != frames and name != "the projection of joints3D":
-            problems.append(f"{name} has {len(a)} frames, the spec says {frames}.")
+            wrong_count.setdefault(len(a), []).append(name)
         usable[name] = a
+    for count, names in wrong_count.items():  # one sentence per count: a short render is one problem
+        have = "has" if len(names) == 1 else "have"
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        problems.append(f"{listed} {have} {count} frames, the spec says {frames}.")
     for name in ("depth", "flow", "normal", "joints2D", "the projection of joints3D"):
         a = usable.get(name)
         if a is not None and not _all_finite(a):
             bad = ~np.isfinite(a)
             per = bad.reshape(len(a), -1).any(axis=1)
             what = "joints3D" if name.startswith("the projection") else name
-            problems.append(f"{what} has {int(bad.sum()):,} non-finite values {_where(per)}.")
+            problems.append(f"{what} has {_count(bad, 'non-finite value')} {_where(per)}.")
 
     stats: dict[str, Any] = {
         "frames": frames if frames is not None else (len(depth) if depth is not None else None),
@@ -164,7 +174,7 @@ def assess(
         if lo < 0 or hi > MAX_LABEL:
             outside = (s < 0) | (s > MAX_LABEL)
             problems.append(
-                f"segm holds labels {lo}..{hi} on {int(outside.sum()):,} pixels {_where(outside.any(axis=(1, 2)))}, "
+                f"segm holds labels {lo}..{hi} on {_count(outside, 'pixel')} {_where(outside.any(axis=(1, 2)))}, "
                 f"want 0..{MAX_LABEL}."
             )
         fg = s > 0
@@ -177,13 +187,13 @@ def assess(
         disagree = fg == (d == np.float32(BACKGROUND_DEPTH))
         if disagree.any():
             problems.append(
-                f"segm and depth disagree on {int(disagree.sum()):,} pixels {_where(disagree.any(axis=(1, 2)))} "
+                f"segm and depth disagree on {_count(disagree, 'pixel')} {_where(disagree.any(axis=(1, 2)))} "
                 f"(want segm > 0 exactly where depth < {BACKGROUND_DEPTH:.0e}, and {BACKGROUND_DEPTH:.0e} elsewhere)."
             )
         not_positive = fg & ~(d > 0)
         if not_positive.any():
             problems.append(
-                f"depth is not positive on {int(not_positive.sum()):,} body pixels "
+                f"depth is not positive on {_count(not_positive, 'body pixel')} "
                 f"{_where(not_positive.any(axis=(1, 2)))}."
             )
     f = usable.get("flow")
