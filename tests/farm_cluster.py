@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,52 @@ class PrivateRedis:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own (initdb and pg_ctl in a temporary folder, never the machine's
+    server), so it can be restarted under a running worker. As root the cluster runs as the postgres user."""
+
+    def __init__(self) -> None:
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        self.bin = binaries[-1].parent if binaries else None
+        self.root = Path(tempfile.mkdtemp(prefix="farm-pg-"))  # not under pytest's root-only tmp_path
+        self.data = self.root / "data"
+        self.port = free_ports(1)[0]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        assert self.bin is not None
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_postgres, str(self.bin / tool), *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        if self.bin is None:
+            raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        if not self.data.exists():
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._pg_ctl("start")
+
+    def _pg_ctl(self, action: str) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        log = str(self.root / "log")
+        self._run(
+            "pg_ctl", action, "-D", str(self.data), "-w", "-t", "60", "-m", "fast", "-o", options, "-l", log
+        )
+
+    def restart(self) -> None:
+        """A fast restart: every connection is dropped and the server comes back on the same port."""
+        self._pg_ctl("restart")
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._pg_ctl("stop")
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _pings(client) -> bool:  # type: ignore[no-untyped-def]
