@@ -85,20 +85,22 @@ def check_broker(app: Celery) -> None:
         ) from exc
 
 
-def send_render_tasks(app: Celery, clip_ids: Iterable[int]) -> int:
-    """One render_clip message per clip id. Returns how many were sent."""
+def send_render_tasks(app: Celery, clip_ids: Iterable[int], countdown: float | None = None) -> int:
+    """One render_clip message per clip id, to be run no sooner than `countdown` seconds from now (Celery's
+    eta: a worker that receives it holds it until then). Returns how many were sent."""
     ids = list(clip_ids)
     if not ids:
         return 0
+    countdown = countdown or None  # 0 is "now": no eta
     with app.producer_or_acquire() as producer:
         if not app.conf.broker_url.startswith(("redis://", "rediss://")):
             for clip_id in ids:
-                app.send_task(RENDER_TASK, args=[clip_id], producer=producer)
+                app.send_task(RENDER_TASK, args=[clip_id], producer=producer, countdown=countdown)
             return len(ids)
-        return _push_to_redis(app, producer.channel, ids)
+        return _push_to_redis(app, producer.channel, ids, countdown)
 
 
-def _push_to_redis(app: Celery, channel: Any, ids: list[int]) -> int:
+def _push_to_redis(app: Celery, channel: Any, ids: list[int], countdown: float | None = None) -> int:
     """Send many messages to a Redis broker in pipelined batches.
 
     Celery's send_task costs about 1 ms a message on Redis (kombu makes a new client and a round trip for
@@ -109,7 +111,7 @@ def _push_to_redis(app: Celery, channel: Any, ids: list[int]) -> int:
     captured: list[tuple[str, dict[str, Any]]] = []
     channel._put = lambda queue, message, **_: captured.append((queue, message))  # shadows the method
     try:
-        app.send_task(RENDER_TASK, args=[ids[0]], producer=app.amqp.Producer(channel))
+        app.send_task(RENDER_TASK, args=[ids[0]], producer=app.amqp.Producer(channel), countdown=countdown)
     finally:
         del channel._put
     ((queue, template),) = captured

@@ -17,8 +17,8 @@ from farm.errors import FarmError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration in migrations/versions and the ones before it (a test keeps these true).
-SCHEMA_REVISION = "0005"
-OLDER_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004")
+SCHEMA_REVISION = "0006"
+OLDER_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
 
 
 def utcnow() -> datetime:

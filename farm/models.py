@@ -173,11 +173,14 @@ class WorkerRecord(Base):
 
     __tablename__ = "workers"
 
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # Celery's hostname plus the pid
-    hostname: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # FARM_WORKER_NAME or the hostname, :pid
+    hostname: Mapped[str] = mapped_column(String(200))  # the name without the pid: the host a clip excludes
     device: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A worker that failed several clips in a row takes none until then (the database's time), and says why.
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    pause_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class FarmSetting(Base):

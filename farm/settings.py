@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     clip_time_limit_s: int = Field(default=1800, ge=10)  # hard limit for one clip; the soft one is 90% of it
     reconcile_every_s: int = Field(default=60, ge=1)
+    # A failed attempt's clip is offered again after this long, twice as long after each further failure
+    # (at most 10 minutes); 0 offers it again at once.
+    retry_delay_s: float = Field(default=30.0, ge=0)
     upload_retry_s: float = Field(default=120.0, ge=0)  # how long uploads keep retrying through an outage
 
     # Rendering (used by workers).

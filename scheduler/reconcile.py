@@ -1,7 +1,7 @@
 """`farm reconcile`: make the broker agree with the database, which is the source of truth.
 
 Clips whose lease expired (their worker died) are queued again, or failed after too many attempts, and get a
-new message; queued clips that have no message in the broker (Redis lost its data, a send failed half-way,
+new message, delayed like any failed attempt's (claims.retry_delay); queued clips that have no message in the broker (Redis lost its data, a send failed half-way,
 a worker dropped one while the farm was paused) get one. Extra messages are harmless: a duplicate delivery
 finds the clip taken or finished and does nothing.
 """
@@ -31,5 +31,10 @@ def reconcile(settings: Settings) -> dict[str, Any]:
     # A taken-back clip's old message may still sit unacknowledged in the broker until the visibility
     # timeout, so it always gets a new one.
     missing = sorted(queued - set(clips_in_broker(app)) - set(taken_back))
-    sent = send_render_tasks(app, taken_back + missing)
+    sent = send_render_tasks(app, missing)
+    by_delay: dict[float, list[int]] = {}
+    for clip_id, attempts in taken_back.items():
+        by_delay.setdefault(claims.retry_delay(attempts, settings.retry_delay_s), []).append(clip_id)
+    for delay, ids in sorted(by_delay.items()):
+        sent += send_render_tasks(app, ids, countdown=delay)
     return {"taken_back": len(taken_back), "resent": sent, "queued": len(queued), "paused": False}

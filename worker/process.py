@@ -11,20 +11,22 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from farm.celery_app import celery_for, send_render_tasks
-from farm.db import autocommit
 from farm.settings import Settings
 from farm.spec import ClipSpec
 from worker import claims
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,61 @@ Producer = Callable[[ClipSpec, Path], tuple[list[Path], int, dict[str, Any] | No
 # at most this often: at 200 short clips a second, one per clip would be a tenth of the database's work.
 HEARTBEAT_EVERY_S = 5.0
 
+# A worker process that fails FAST_FAILS clips in a row within FAST_FAIL_WINDOW_S (a broken GPU, a full disk)
+# takes no clips for FAST_FAIL_PAUSE_S, twice as long each time it pauses again before it has finished a
+# clip (at most FAST_FAIL_PAUSE_MAX_S), so it does not burn every clip's attempts. While paused it hands each
+# clip it receives straight back to the queue, unclaimed, and waits PAUSED_HOLD_S before taking the next
+# message: re-sending with a countdown and returning at once would pull the whole queue through it.
+FAST_FAILS = 3
+FAST_FAIL_WINDOW_S = 300.0
+FAST_FAIL_PAUSE_S = 300.0
+FAST_FAIL_PAUSE_MAX_S = 3600.0
+PAUSED_HOLD_S = 10.0
+
+
+class FastFailGuard:
+    """Counts a worker process's failures in a row and says when it must pause (its own clock: only lengths
+    of time are measured, never compared with another host's)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.streak: list[float] = []  # when each failure since the last clip done happened
+        self.pauses = 0  # pauses since the last clip done: each is twice as long as the one before
+        self.until = float("-inf")
+        self.reason = ""
+        self.announced = False  # a pause is recorded and not yet ended
+
+    def failed(self, error: str) -> float | None:
+        """Note a failed clip; returns the pause's length when this failure starts one."""
+        now = self.clock()
+        self.streak = [t for t in self.streak if now - t < FAST_FAIL_WINDOW_S] + [now]
+        if len(self.streak) < FAST_FAILS:
+            return None
+        seconds = min(FAST_FAIL_PAUSE_S * 2**self.pauses, FAST_FAIL_PAUSE_MAX_S)
+        self.pauses += 1
+        self.streak = []
+        self.until = now + seconds
+        self.announced = True
+        self.reason = (
+            f"failed {FAST_FAILS} clips in a row within {FAST_FAIL_WINDOW_S / 60:g} min (the last: "
+            f"{error[:300]}); takes no clips for {seconds / 60:g} min"
+        )
+        return seconds
+
+    def succeeded(self) -> None:
+        self.streak, self.pauses = [], 0
+
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when not paused)."""
+        return max(0.0, self.until - self.clock())
+
+    def pause_ended(self) -> bool:
+        """True once, at the first look after a pause is over."""
+        if self.announced and self.paused_for() == 0:
+            self.announced = False
+            return True
+        return False
+
 
 @dataclass
 class WorkerContext:
@@ -48,6 +105,7 @@ class WorkerContext:
     device: str = "cpu"
     heartbeat_at: float = float("-inf")  # never yet
     keeper: LeaseKeeper = field(init=False)
+    guard: FastFailGuard = field(default_factory=FastFailGuard)
 
     def __post_init__(self) -> None:
         self.keeper = LeaseKeeper(self)
@@ -57,6 +115,11 @@ class WorkerContext:
         if now or time.monotonic() - self.heartbeat_at >= HEARTBEAT_EVERY_S:
             claims.heartbeat(db, self.name, self.device)
             self.heartbeat_at = time.monotonic()
+
+    def in_database(self, op: Callable[[claims.Db], T]) -> T:
+        """Run one of the protocol's statements (and maybe a heartbeat): retried once if the database dropped
+        the connection, after waiting up to a lease length for it to come back (claims.once_more)."""
+        return claims.once_more(self.settings.database_url, op, self.settings.lease_seconds)
 
 
 class LeaseKeeper:
@@ -91,10 +154,15 @@ class LeaseKeeper:
     def renew(self) -> bool:
         """Renew now; False once the lease is lost (it expired and was taken back, or the clip ended)."""
         with self.lock:
-            if self.lease is not None and not self.lost:
-                with autocommit(self.ctx.settings.database_url) as db:
-                    self.lost = not claims.renew(db, self.lease, self.duration)
+            lease = self.lease
+            if lease is not None and not self.lost:
+
+                def renew_and_beat(db: claims.Db) -> bool:
+                    held = claims.renew(db, lease, self.duration)
                     self.ctx.heartbeat(db, now=True)
+                    return held
+
+                self.lost = not self.ctx.in_database(renew_and_beat)
                 self.renewed_at = time.monotonic()
             return self.lease is not None and not self.lost
 
@@ -130,10 +198,20 @@ def store_files(storage: Any, folder: Path, files: list[Path]) -> dict[str, dict
 def process_clip(clip_id: int, ctx: WorkerContext) -> str:
     """Render one clip exactly once. Returns what happened: done, failed, queued (to retry), or a refusal."""
     settings = ctx.settings
+    if ctx.guard.paused_for() > 0:
+        return hand_back(clip_id, ctx)
+    if ctx.guard.pause_ended():
+        log.warning("worker %s takes clips again after its pause", ctx.name)
+        ctx.in_database(lambda db: claims.pause_worker(db, ctx.name, None))
     lease_length = timedelta(seconds=settings.lease_seconds)
-    with autocommit(settings.database_url) as db:
-        lease = claims.claim(db, clip_id, ctx.name, lease_length)
+    token = uuid.uuid4().hex  # the same in a retry, which so recognises a claim whose reply was lost
+
+    def take(db: claims.Db) -> claims.Lease | claims.Refusal:
+        lease = claims.claim(db, clip_id, ctx.name, lease_length, token)
         ctx.heartbeat(db)
+        return lease
+
+    lease = ctx.in_database(take)
     if isinstance(lease, claims.Refusal):
         log.info("clip %s not taken: %s", clip_id, lease.value)
         return f"skipped: {lease.value}"
@@ -148,25 +226,44 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
             if not keeper.still_held():
                 return "lost lease"
             checksums = store_files(ctx.storage, Path(tmp), files)
-        with autocommit(settings.database_url) as db:
-            done = claims.complete(
-                db,
-                lease,
-                ctx.name,
-                ctx.storage.uri(spec.output_dir),
-                frames,
-                checksums,
-                time.monotonic() - started,
-                qc,
-            )
+        seconds = time.monotonic() - started
+        uri = ctx.storage.uri(spec.output_dir)
+
+        def finish(db: claims.Db) -> bool:
+            done = claims.complete(db, lease, ctx.name, uri, frames, checksums, seconds, qc)
             ctx.heartbeat(db)
-        return "done" if done else "lost lease"
+            return done
+
+        if not ctx.in_database(finish):
+            return "lost lease"
+        ctx.guard.succeeded()
+        return "done"
     except (Exception, SoftTimeLimitExceeded) as exc:
         reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:1000]
         log.error("clip %s (%s) failed: %s\n%s", clip_id, spec.name, reason, traceback.format_exc())
-        with autocommit(settings.database_url) as db:
+
+        def give_back(db: claims.Db) -> str | None:
             state = claims.fail(db, lease, ctx.name, reason, settings.max_attempts)
             ctx.heartbeat(db)
-        if state == "queued":
-            send_render_tasks(celery_for(settings), [clip_id])
+            return state
+
+        state = ctx.in_database(give_back)
+        if state == "queued":  # offered again after a delay that grows with each failed attempt
+            delay = claims.retry_delay(lease.attempt, settings.retry_delay_s)
+            send_render_tasks(celery_for(settings), [clip_id], countdown=delay)
+        pause = ctx.guard.failed(reason)
+        if pause is not None:
+            log.warning("worker %s pauses: it %s", ctx.name, ctx.guard.reason)
+            ctx.in_database(lambda db: claims.pause_worker(db, ctx.name, pause, ctx.guard.reason))
         return state or "lost lease"
+
+
+def hand_back(clip_id: int, ctx: WorkerContext) -> str:
+    """A paused worker's delivery: the clip goes straight back to the queue unclaimed (no attempt is spent),
+    for another worker; this process then waits a little before it takes its next message."""
+    left = ctx.guard.paused_for()
+    send_render_tasks(celery_for(ctx.settings), [clip_id])
+    ctx.in_database(ctx.heartbeat)  # still alive, and shown paused
+    log.info("clip %s handed back unclaimed: this worker %s (%.0f s left)", clip_id, ctx.guard.reason, left)
+    time.sleep(min(left, PAUSED_HOLD_S))
+    return f"skipped: this worker is paused ({ctx.guard.reason})"
