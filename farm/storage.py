@@ -1,15 +1,25 @@
 """Where finished clips and shared assets live: a local folder (the embedded default) or an S3-compatible bucket.
 
 One small interface (`Storage`) with two implementations, chosen from FARM_STORAGE_URL by `open_storage`.
-Every object is written whole or not at all (temp file + rename locally, a single PUT on S3) and carries
-its sha256, so `farm verify` can check a finished clip without trusting the writer.
+Every object is written whole or not at all (temp file + link or rename locally, a single PUT on S3) and
+carries its sha256, so `farm verify` can check a finished clip without trusting the writer.
+
+Workers write with `put_new`, which never writes over an object it has not seen: it creates the key only if it
+is free (a hard link locally, `If-None-Match: *` on S3, both decided at the moment the object lands), and
+replaces another object only when the caller names that object's version (under a folder lock locally,
+`If-Match` on S3). So a worker that lost its lease, even one frozen between its lease check and its write,
+cannot replace the files of a clip another worker finished (worker/process.py, `store_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import functools
 import hashlib
 import io
+import logging
 import os
 import tempfile
 import time
@@ -25,8 +35,10 @@ CHUNK = 1 << 20
 SHA256_META = "sha256"  # S3 user metadata (x-amz-meta-sha256)
 SHA256_XATTR = "user.farm.sha256"  # the same, as an extended attribute on local files
 DEFAULT_RETRY_SECONDS = 120.0  # how long an upload waits out a storage outage before giving up
+RACES = 5  # how often put_new looks again when the key changes under it before it gives up
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,14 +49,25 @@ class ObjectInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An object as it is in storage now: its info and its version (the ETag on S3; inode, mtime and size
+    locally), for a write or delete that must hit exactly this object and nothing written since."""
+
+    info: ObjectInfo
+    version: str
+
+
 class Storage(Protocol):
     def check(self) -> None: ...
     def put_file(self, local: Path, key: str) -> ObjectInfo: ...
+    def put_new(self, local: Path, key: str, replacing: str | None = None) -> ObjectInfo | Stored: ...
+    def head(self, key: str) -> Stored | None: ...
     def stat(self, key: str) -> ObjectInfo | None: ...
     def hash(self, key: str) -> ObjectInfo | None: ...
     def read_bytes(self, key: str) -> bytes: ...
     def get_file(self, key: str, local: Path) -> None: ...
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str, version: str | None = None) -> None: ...
     def uri(self, key: str) -> str: ...
     def key_of(self, uri: str) -> str | None: ...
 
@@ -112,17 +135,50 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide the dataset from its users
 
 
-def _commit(f: IO[bytes], temp: Path, dest: Path) -> None:
+def _commit(f: IO[bytes], temp: Path, dest: Path, replace: bool = True) -> None:
+    """Publish the written temp file as dest: replacing whatever is there, or (replace=False) only if dest
+    does not exist yet (FileExistsError otherwise: a hard link is created atomically or not at all)."""
     f.flush()
     os.fchmod(f.fileno(), FILE_MODE)
     os.fsync(f.fileno())
-    os.replace(temp, dest)
+    if replace:
+        os.replace(temp, dest)
+    else:
+        try:
+            os.link(temp, dest)
+        except FileExistsError:
+            raise
+        except OSError as exc:  # a file system without hard links (FAT, some FUSE): check, then rename
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if dest.exists():
+                raise FileExistsError(errno.EEXIST, "exists", str(dest)) from exc
+            os.replace(temp, dest)
     # Make the rename itself durable: a crash right after must not lose the entry.
     dir_fd = os.open(dest.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a folder (flock on its descriptor), held by replacements and versioned deletes so
+    that comparing an object's version and replacing it is one step. Creation needs none (the link decides).
+    Where the file system has no flock the lock is skipped: the lease checks still apply."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _local_version(st: os.stat_result) -> str:
+    # Every write makes a new inode (temp file + link or rename), so inode and mtime name the write.
+    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
 
 
 class LocalStorage:
@@ -147,17 +203,68 @@ class LocalStorage:
             )
 
     def put_file(self, local: Path, key: str) -> ObjectInfo:
+        """Store the file at key, replacing whatever is there (for tools and tests; workers use put_new)."""
+        return _put_replacing(self, local, key)
+
+    def put_new(self, local: Path, key: str, replacing: str | None = None) -> ObjectInfo | Stored:
+        """Store the file at key if the key is free, or still holds the object of version `replacing`.
+
+        Returns the file's info when the key now holds these bytes (written now, or already there byte for
+        byte), or the object that is there instead (other bytes): it is never written over unless named.
+        """
         dest = self._path(key)
         info = file_info(local)
-        if dest.is_file() and dest.stat().st_size == info.size and file_info(dest) == info:
-            return info  # already there, byte for byte
-        with _temp_beside(dest) as (f, temp), local.open("rb") as src:
-            while chunk := src.read(CHUNK):
-                f.write(chunk)
-            with contextlib.suppress(OSError):  # some file systems have no user xattrs; hash() still works
-                os.setxattr(temp, SHA256_XATTR, str(info.sha256).encode())
-            _commit(f, temp, dest)
-        return info
+        for _ in range(RACES):
+            if replacing is None:
+                present = self._present(dest, info)
+                if present is not None:
+                    return info if present.info == info else present
+            with _temp_beside(dest) as (f, temp), local.open("rb") as src:
+                while chunk := src.read(CHUNK):
+                    f.write(chunk)
+                with contextlib.suppress(
+                    OSError
+                ):  # some file systems have no user xattrs; hash() still works
+                    os.setxattr(temp, SHA256_XATTR, str(info.sha256).encode())
+                if replacing is None:
+                    with contextlib.suppress(FileExistsError):  # another writer was quicker: look again
+                        _commit(f, temp, dest, False)  # create only
+                        return info
+                else:
+                    with _folder_lock(dest.parent):
+                        current = self.head(key)
+                        if current is not None and current.version == replacing:
+                            _commit(f, temp, dest)
+                            return info
+            replacing = None  # it changed or went away since the caller looked: look again
+        raise FarmError(f"{self.uri(key)} kept changing while it was being stored; try again")
+
+    def _present(self, dest: Path, info: ObjectInfo) -> Stored | None:
+        """What is at dest now; hashed when its size matches `info` (a stored sha256 is the writer's word)."""
+        try:
+            st = dest.stat()
+        except FileNotFoundError:
+            return None
+        if st.st_size == info.size:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                return Stored(file_info(dest), _local_version(st))
+            return None
+        return Stored(ObjectInfo(self._xattr_sha256(dest), st.st_size), _local_version(st))
+
+    def head(self, key: str) -> Stored | None:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        return Stored(ObjectInfo(self._xattr_sha256(path), st.st_size), _local_version(st))
+
+    @staticmethod
+    def _xattr_sha256(path: Path) -> str | None:
+        try:
+            return os.getxattr(path, SHA256_XATTR).decode()
+        except OSError:
+            return None
 
     def stat(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -165,11 +272,7 @@ class LocalStorage:
             size = path.stat().st_size
         except FileNotFoundError:
             return None
-        try:
-            sha256: str | None = os.getxattr(path, SHA256_XATTR).decode()
-        except OSError:
-            sha256 = None
-        return ObjectInfo(sha256, size)
+        return ObjectInfo(self._xattr_sha256(path), size)
 
     def hash(self, key: str) -> ObjectInfo | None:
         try:
@@ -194,8 +297,16 @@ class LocalStorage:
                 f.write(chunk)
             _commit(f, temp, local)
 
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+    def delete(self, key: str, version: str | None = None) -> None:
+        """Remove the object; with `version`, only if it is still that object."""
+        path = self._path(key)
+        if version is None:
+            path.unlink(missing_ok=True)
+            return
+        with contextlib.suppress(FileNotFoundError), _folder_lock(path.parent):
+            current = self.head(key)
+            if current is not None and current.version == version:
+                path.unlink(missing_ok=True)
 
     def uri(self, key: str) -> str:
         return str(self._path(key))
@@ -348,46 +459,75 @@ class S3Storage:
             return None
         return ObjectInfo(head.get("Metadata", {}).get(SHA256_META), int(head["ContentLength"]))
 
+    def head(self, key: str) -> Stored | None:
+        head = self._head(key)
+        if head is None:
+            return None
+        info = ObjectInfo(head.get("Metadata", {}).get(SHA256_META), int(head["ContentLength"]))
+        return Stored(info, str(head.get("ETag", "")))
+
     def put_file(self, local: Path, key: str) -> ObjectInfo:
+        """Store the file at key, replacing whatever is there (for tools and tests; workers use put_new)."""
+        return _put_replacing(self, local, key)
+
+    def put_new(self, local: Path, key: str, replacing: str | None = None) -> ObjectInfo | Stored:
+        """Store the file at key if the key is free, or still holds the object whose ETag is `replacing`.
+
+        Returns the file's info when the key now holds these bytes (written now, or already there: then
+        nothing is sent), or the object that is there instead (other bytes): it is never written over unless
+        named. The server decides when the upload lands (`If-None-Match: *` / `If-Match`), so an upload that
+        stalled mid-body cannot land over an object written in the meantime.
+        """
+        info = file_info(local)
+        doing = f"uploading {local} to {self.uri(key)}"
+        for _ in range(RACES):
+            if replacing is None:
+                present = self.head(key)
+                if present is not None:
+                    return info if present.info == info else present
+            condition = {"IfMatch": replacing} if replacing is not None else {"IfNoneMatch": "*"}
+            if self._retrying(doing, functools.partial(self._put, local, key, info, condition)):
+                return info
+            replacing = None  # 412: it changed or went away since the caller looked: look again
+        raise FarmError(f"{self.uri(key)} kept changing while it was being stored; try again")
+
+    def _put(self, local: Path, key: str, info: ObjectInfo, condition: dict[str, str]) -> bool:
+        """One PUT of the file; False when the server refused it on its condition (412)."""
         from botocore.exceptions import ClientError
 
-        info = file_info(local)
-        existing = self.stat(key)
-        if existing == info:
-            return info  # already stored with this content: send nothing
+        if not self._conditional_writes:
+            condition = {}
+        try:
+            with local.open(
+                "rb"
+            ) as body:  # a single PUT is atomic: readers see the old or the whole new object
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=body,
+                    ContentLength=info.size,
+                    Metadata={SHA256_META: str(info.sha256)},
+                    **condition,
+                )
+        except ClientError as exc:
+            code, status = _client_error(exc)
+            if condition and status == 412:
+                return False
+            if condition and (status == 501 or code == "NotImplemented"):
+                self._no_conditional_writes()
+                return self._put(local, key, info, {})
+            raise
+        return True
 
-        def put(conditional: bool) -> bool:
-            """Store the file; False when a conditional write found the key taken."""
-            # If-None-Match: * makes a concurrent writer of the same new key lose cleanly instead of racing.
-            extra = {"IfNoneMatch": "*"} if conditional else {}
-            try:
-                with local.open("rb") as body:
-                    self.client.put_object(
-                        Bucket=self.bucket,
-                        Key=self._key(key),
-                        Body=body,
-                        ContentLength=info.size,
-                        Metadata={SHA256_META: str(info.sha256)},
-                        **extra,
-                    )
-            except ClientError as exc:
-                code, status = _client_error(exc)
-                if conditional and status == 412:
-                    return False
-                if conditional and (status == 501 or code == "NotImplemented"):
-                    self._conditional_writes = False  # an older server: a plain PUT is still atomic
-                    return put(False)
-                raise
-            return True
-
-        # A single PUT is atomic: readers see the old object or the whole new one, never a part.
-        doing = f"uploading {local} to {self.uri(key)}"
-        conditional = existing is None and self._conditional_writes
-        if not self._retrying(doing, lambda: put(conditional)):
-            if self.stat(key) == info:
-                return info  # another writer stored the same bytes first
-            self._retrying(doing, lambda: put(False))
-        return info
+    def _no_conditional_writes(self) -> None:
+        if self._conditional_writes:
+            log.warning(
+                "S3 at %s does not support conditional writes (If-None-Match / If-Match): uploads check "
+                "first and then write, so only the workers' lease checks keep a late worker from "
+                "replacing a finished clip's files",
+                self.where,
+            )
+        self._conditional_writes = False
 
     def _get(self, key: str, sink: IO[bytes] | None) -> ObjectInfo | None:
         """Download the object (into sink if given) and hash it; None if it does not exist."""
@@ -429,11 +569,35 @@ class S3Storage:
                 raise FarmError(f"{self.uri(key)} does not exist at {self.where}")
             _commit(f, temp, local)
 
-    def delete(self, key: str) -> None:
-        self._retrying(
-            f"deleting {self.uri(key)}",
-            lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)),
-        )
+    def delete(self, key: str, version: str | None = None) -> None:
+        """Remove the object; with `version` (its ETag), only if it is still that object."""
+        from botocore.exceptions import ClientError
+
+        def delete() -> None:
+            condition = {"IfMatch": version} if version is not None and self._conditional_writes else {}
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key), **condition)
+            except ClientError as exc:
+                code, status = _client_error(exc)
+                if condition and status in (404, 412):
+                    return  # gone, or replaced since: not the object meant
+                if condition and (status == 501 or code == "NotImplemented"):
+                    self._no_conditional_writes()
+                    return delete()
+                raise
+
+        self._retrying(f"deleting {self.uri(key)}", delete)
+
+
+def _put_replacing(storage: LocalStorage | S3Storage, local: Path, key: str) -> ObjectInfo:
+    """put_new, and if another object is there, replace that one (looking again if it changes meanwhile)."""
+    replacing = None
+    for _ in range(RACES):
+        result = storage.put_new(local, key, replacing)
+        if isinstance(result, ObjectInfo):
+            return result
+        replacing = result.version
+    raise FarmError(f"{storage.uri(key)} kept changing while it was being stored; try again")
 
 
 def _client_error(exc: Any) -> tuple[str, int]:

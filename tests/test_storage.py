@@ -20,7 +20,15 @@ from seaweed import ACCESS_KEY, SECRET_KEY, free_ports
 
 from farm.errors import FarmError
 from farm.settings import Settings
-from farm.storage import LocalStorage, ObjectInfo, S3Storage, Storage, cached_asset, open_storage
+from farm.storage import (
+    LocalStorage,
+    ObjectInfo,
+    S3Storage,
+    Storage,
+    Stored,
+    cached_asset,
+    open_storage,
+)
 
 KEY = "cmu/train/run0/01_01/01_01_c0001.mp4"
 
@@ -125,6 +133,87 @@ def test_keys_that_could_escape_the_root_are_refused(storage, tmp_path, key):
         storage.stat(key)
 
 
+# Create-only writes (what workers use) ---------------------------------------------------------------------
+
+
+def test_put_new_never_writes_over_an_object_it_was_not_told_to_replace(storage, tmp_path, monkeypatch):
+    ours, theirs = write(tmp_path / "ours", b"ours"), write(tmp_path / "theirs", b"theirs!")
+    assert storage.head(KEY) is None
+    assert storage.put_new(theirs, KEY) == expected(b"theirs!")  # a free key is created
+    written = count_puts(storage, monkeypatch)
+    assert storage.put_new(theirs, KEY) == expected(b"theirs!")  # the same bytes: nothing written
+    found = storage.put_new(ours, KEY)
+    assert isinstance(found, Stored) and found.info == expected(b"theirs!")
+    assert found == storage.head(KEY)
+    assert storage.read_bytes(KEY) == b"theirs!" and written == []
+
+    # Replacing needs the version of the object that is there now, and only that one.
+    assert storage.put_new(ours, KEY, replacing=found.version) == expected(b"ours")
+    assert storage.read_bytes(KEY) == b"ours"
+    again = storage.put_new(theirs, KEY, replacing=found.version)  # stale: it was replaced since
+    assert isinstance(again, Stored) and again.info == expected(b"ours")
+    assert storage.read_bytes(KEY) == b"ours"
+
+    storage.delete(KEY, version=found.version)  # not the object named: kept
+    assert storage.read_bytes(KEY) == b"ours"
+    storage.delete(KEY, version=again.version)
+    assert storage.head(KEY) is None
+    storage.delete(KEY, version=again.version)  # already gone: fine
+
+
+def test_local_create_that_stalls_before_it_lands_loses_to_the_object_written_meanwhile(
+    tmp_path, monkeypatch
+):
+    """A writer frozen between writing its temp file and publishing it does not land over another's."""
+    import farm.storage as module
+
+    store = LocalStorage(tmp_path / "out")
+    real_commit = module._commit
+    stalled, resume = threading.Event(), threading.Event()
+
+    def commit(f: Any, temp: Path, dest: Path, replace: bool = True) -> None:
+        if threading.current_thread().name == "late":
+            stalled.set()
+            resume.wait(10)
+        real_commit(f, temp, dest, replace)
+
+    monkeypatch.setattr(module, "_commit", commit)
+    results: list[Any] = []
+    late = threading.Thread(
+        target=lambda: results.append(store.put_new(write(tmp_path / "late", b"late"), KEY)), name="late"
+    )
+    late.start()
+    assert stalled.wait(10)
+    assert store.put_new(write(tmp_path / "first", b"first"), KEY) == expected(b"first")
+    resume.set()
+    late.join()
+    assert isinstance(results[0], Stored) and results[0].info == expected(b"first")
+    assert store.read_bytes(KEY) == b"first"
+    assert not list(store.root.rglob("*.tmp"))
+
+
+def test_s3_create_that_stalls_mid_body_loses_to_the_object_written_meanwhile(seaweed):
+    """SeaweedFS decides If-None-Match when the body has arrived: a PUT frozen halfway cannot land late."""
+    seaweed.ensure_running()
+    store = s3_storage(seaweed)
+    size = 1 << 20
+    url = store.client.generate_presigned_url(
+        "put_object", Params={"Bucket": store.bucket, "Key": f"{store.prefix}/{KEY}"}, ExpiresIn=60
+    )
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port)) as conn:
+        head = (
+            f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Length: {size}\r\nIf-None-Match: *\r\n\r\n"
+        )
+        conn.sendall(head.encode() + b"x" * (size // 2))  # the late writer freezes halfway
+        time.sleep(0.3)
+        store.client.put_object(Bucket=store.bucket, Key=f"{store.prefix}/{KEY}", Body=b"finished")
+        conn.sendall(b"x" * (size - size // 2))
+        assert b" 412 " in conn.recv(100).split(b"\r\n")[0]
+    assert store.read_bytes(KEY) == b"finished"
+
+
 # Atomicity --------------------------------------------------------------------------------------------------
 
 CRASHING_PUT = """
@@ -172,19 +261,24 @@ def test_s3_conditional_write_lost_to_the_same_bytes_does_not_rewrite(seaweed, t
     other.prefix = store.prefix
     data = write(tmp_path / "a", b"same bytes")
     other.put_file(data, KEY)
-    # Our stat ran before the other writer finished: the If-None-Match PUT then gets 412.
-    real_stat = store.stat
-    stale = [True]  # the next stat answers "absent", as it did before the other writer finished
+    # Our look ran before the other writer finished: the If-None-Match PUT then gets 412.
+    real_head = store.head
+    stale = [True]  # the next head answers "absent", as it did before the other writer finished
 
-    def stat(key: str) -> ObjectInfo | None:
-        return None if stale and stale.pop() else real_stat(key)
+    def head(key: str) -> Stored | None:
+        return None if stale and stale.pop() else real_head(key)
 
-    monkeypatch.setattr(store, "stat", stat)
+    monkeypatch.setattr(store, "head", head)
     written = count_puts(store, monkeypatch)
-    assert store.put_file(data, KEY) == expected(b"same bytes")
+    assert store.put_new(data, KEY) == expected(b"same bytes")
     assert len(written) == 1  # the conditional attempt only, refused by the server
     assert store._conditional_writes  # SeaweedFS supports If-None-Match
 
+    # Lost to other bytes: put_new says what is there and never writes over it; put_file replaces it.
+    stale.append(True)
+    lost = store.put_new(write(tmp_path / "b", b"other bytes"), KEY)
+    assert isinstance(lost, Stored) and lost.info == expected(b"same bytes")
+    assert store.read_bytes(KEY) == b"same bytes" and len(written) == 2
     stale.append(True)
     assert store.put_file(write(tmp_path / "b", b"other bytes"), KEY) == expected(b"other bytes")
     assert store.read_bytes(KEY) == b"other bytes"
