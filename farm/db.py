@@ -7,11 +7,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from farm.errors import FarmError
 
@@ -164,3 +168,42 @@ def autocommit(url: str) -> Iterator[Connection]:
     ready_engine(url)
     with get_engine(url, autocommit=True).connect() as conn:
         yield conn
+
+
+# The database's clock, for every time the claim protocol writes or compares (worker/claims.py): one clock for
+# every host, read inside the statement at no extra round trip.
+class db_now(FunctionElement[datetime]):
+    """The database's current time, or that plus a number of seconds (`db_now(bindparam("lease_s"))`).
+
+    PostgreSQL: now() (the statement's transaction time), plus make_interval(secs => ...). SQLite:
+    strftime('%Y-%m-%d %H:%M:%f', 'now', ...), UTC text to the millisecond in the same layout as the datetimes
+    SQLAlchemy writes there, so comparisons with the stored text stay in order."""
+
+    type = DateTime(timezone=True)
+    name = "db_now"
+    inherit_cache = True
+
+
+def _offset(element: db_now, compiler: SQLCompiler, **kw: Any) -> str | None:
+    clauses = list(element.clauses)
+    return compiler.process(clauses[0], **kw) if clauses else None
+
+
+@compiles(db_now)
+def _db_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    offset = _offset(element, compiler, **kw)
+    return "CURRENT_TIMESTAMP" if offset is None else f"(CURRENT_TIMESTAMP + {offset} * INTERVAL '1' SECOND)"
+
+
+@compiles(db_now, "postgresql")
+def _db_now_postgresql(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    offset = _offset(element, compiler, **kw)
+    return "now()" if offset is None else f"(now() + make_interval(secs => CAST({offset} AS FLOAT8)))"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    offset = _offset(element, compiler, **kw)
+    if offset is None:
+        return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', {offset}))"

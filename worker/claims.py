@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
@@ -32,7 +32,6 @@ from sqlalchemy import (
     JSON,
     Connection,
     CursorResult,
-    DateTime,
     Float,
     String,
     Table,
@@ -50,12 +49,9 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
-from farm.db import get_engine, ready_engine, utcnow
+from farm.db import db_now, get_engine, ready_engine, utcnow
 from farm.models import Clip, ClipEvent, ClipStatus, FarmSetting, WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -90,46 +86,6 @@ class Lease:
     token: str
     spec: dict[str, Any]
     attempt: int
-
-
-# ---- the database's clock ---------------------------------------------------------------------------------
-
-
-class db_now(FunctionElement[datetime]):
-    """The database's current time, or that plus a number of seconds (`db_now(bindparam("lease_s"))`).
-
-    PostgreSQL: now() (the statement's transaction time), plus make_interval(secs => ...). SQLite:
-    strftime('%Y-%m-%d %H:%M:%f', 'now', ...), UTC text to the millisecond in the same layout as the datetimes
-    SQLAlchemy writes there, so comparisons with the stored text stay in order."""
-
-    type = DateTime(timezone=True)
-    name = "db_now"
-    inherit_cache = True
-
-
-def _offset(element: db_now, compiler: SQLCompiler, **kw: Any) -> str | None:
-    clauses = list(element.clauses)
-    return compiler.process(clauses[0], **kw) if clauses else None
-
-
-@compiles(db_now)
-def _db_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
-    offset = _offset(element, compiler, **kw)
-    return "CURRENT_TIMESTAMP" if offset is None else f"(CURRENT_TIMESTAMP + {offset} * INTERVAL '1' SECOND)"
-
-
-@compiles(db_now, "postgresql")
-def _db_now_postgresql(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
-    offset = _offset(element, compiler, **kw)
-    return "now()" if offset is None else f"(now() + make_interval(secs => CAST({offset} AS FLOAT8)))"
-
-
-@compiles(db_now, "sqlite")
-def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
-    offset = _offset(element, compiler, **kw)
-    if offset is None:
-        return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', {offset}))"
 
 
 # ---- the worker's statements ------------------------------------------------------------------------------
