@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
 from farm.bookkeeping import farm_status
-from farm.db import session_scope, utcnow
+from farm.db import db_now, session_scope, utcnow
 from farm.errors import FarmError
 from farm.models import Clip, ClipStatus, FarmSetting, WorkerRecord
 from farm.settings import Settings
@@ -112,8 +112,9 @@ def failures(session: Session, names_per_reason: int = NAMES_PER_REASON) -> list
 def workers(session: Session, now: datetime) -> list[dict[str, Any]]:
     """Every worker the farm has seen, latest heartbeat first. What each renders and how many clips it finished
     are read from the clips, which always say it (the heartbeat only says the worker is alive)."""
-    seen = session.scalars(
-        select(WorkerRecord).order_by(WorkerRecord.last_seen_at.desc(), WorkerRecord.name)
+    paused_now = case((WorkerRecord.paused_until > db_now(), 1), else_=0)  # in the database's time
+    seen = session.execute(
+        select(WorkerRecord, paused_now).order_by(WorkerRecord.last_seen_at.desc(), WorkerRecord.name)
     ).all()
     rendering = {
         worker: (clip_id, name)  # ordered by start, so a stale running clip gives way to the newer one
@@ -129,7 +130,7 @@ def workers(session: Session, now: datetime) -> list[dict[str, Any]]:
         ).all()
     )
     out = []
-    for worker in seen:
+    for worker, paused in seen:
         age = (now - _aware(worker.last_seen_at)).total_seconds()
         current_id, current_name = rendering.get(worker.name, (None, None))
         out.append(
@@ -144,6 +145,10 @@ def workers(session: Session, now: datetime) -> list[dict[str, Any]]:
                 "clips_done": done.get(worker.name, 0),
                 "current_clip_id": current_id,
                 "current_clip": current_name,
+                # A worker that failed several clips in a row takes none until paused_until, and says why.
+                "paused": bool(paused),
+                "paused_until": _iso(worker.paused_until) if paused else None,
+                "pause_reason": worker.pause_reason if paused else None,
             }
         )
     return out
@@ -334,6 +339,13 @@ def metrics_text(session: Session, target_frames: int, now: datetime) -> bytes:
             "farm_workers_alive", "Workers with a recent heartbeat.", value=sum(w["alive"] for w in seen)
         )
     )
+    families.append(
+        GaugeMetricFamily(
+            "farm_workers_paused",
+            "Workers that paused themselves after failing several clips in a row.",
+            value=sum(w["paused"] for w in seen),
+        )
+    )
     g = GaugeMetricFamily(
         "farm_worker_last_heartbeat_timestamp_seconds", "Last heartbeat per worker.", labels=["worker"]
     )
@@ -459,14 +471,19 @@ def render_dashboard(data: dict[str, Any]) -> str:
         f"<h2>Workers</h2><div class='muted'>{_num('workers-alive', alive)} alive of {_num('workers-seen', len(data['workers']))} seen (alive: a heartbeat within {int(WORKER_STALE.total_seconds() // 60)} minutes)</div>"
     )
     parts.append(
-        "<table id='workers'><tr><th>worker</th><th>host</th><th>device</th><th>clips done</th><th>rendering</th><th>last heartbeat</th></tr>"
+        "<table id='workers'><tr><th>worker</th><th>host</th><th>device</th><th>clips done</th><th>rendering</th><th>last heartbeat</th><th>paused</th></tr>"
     )
     for w in data["workers"]:
         state = "alive" if w["alive"] else "stale"
+        pause = (
+            f"<td class='pause-reason' title='until {escape(w['paused_until'] or '')}'>until {escape((w['paused_until'] or '')[11:19])} UTC: it {escape(w['pause_reason'] or '')}</td>"
+            if w["paused"]
+            else "<td></td>"
+        )
         parts.append(
-            f"<tr class='worker {state}'><td>{escape(w['name'])}</td><td>{escape(w['hostname'])}</td><td>{escape(w['device'])}</td>"
+            f"<tr class='worker {state}{' paused-worker' if w['paused'] else ''}'><td>{escape(w['name'])}</td><td>{escape(w['hostname'])}</td><td>{escape(w['device'])}</td>"
             f"<td>{_num('', w['clips_done'], 'clips_done')}</td><td>{escape(w['current_clip'] or '')}</td>"
-            f"<td class='{state}' title='{escape(w['last_seen_at'] or '')}'>{escape(_duration(w['seconds_since_heartbeat']))} ago</td></tr>"
+            f"<td class='{state}' title='{escape(w['last_seen_at'] or '')}'>{escape(_duration(w['seconds_since_heartbeat']))} ago</td>{pause}</tr>"
         )
     parts.append("</table>")
 

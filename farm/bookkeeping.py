@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from farm.db import utcnow
-from farm.models import BODY_OUT_OF_FRAME, Clip, ClipStatus
+from farm.db import db_now, utcnow
+from farm.models import BODY_OUT_OF_FRAME, Clip, ClipStatus, WorkerRecord
 
 THROUGHPUT_WINDOW = timedelta(hours=1)
 
@@ -54,6 +54,7 @@ def farm_status(session: Session, target_frames: int) -> dict[str, Any]:
     # clips done before it have none and are not counted). A partial index holds exactly these.
     out_of_frame = session.scalar(select(func.count(Clip.id)).where(BODY_OUT_OF_FRAME)) or 0
     return {
+        "paused_workers": paused_workers(session),
         "target_frames": target_frames,
         "frames_done": frames_done,
         "progress": frames_done / target_frames if target_frames else 0.0,
@@ -69,6 +70,23 @@ def farm_status(session: Session, target_frames: int) -> dict[str, Any]:
         },
         "eta_seconds": (remaining / frames_per_second) if frames_per_second > 0 else None,
     }
+
+
+def paused_workers(session: Session) -> list[dict[str, Any]]:
+    """Workers that paused themselves after failing several clips in a row, until when (the database's
+    time) and why. Each comes back by itself."""
+    rows = session.execute(
+        select(WorkerRecord.name, WorkerRecord.paused_until, WorkerRecord.pause_reason)
+        .where(WorkerRecord.paused_until > db_now())
+        .order_by(WorkerRecord.name)
+    ).all()
+    return [{"name": name, "until": _iso(until), "reason": why} for name, until, why in rows]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()  # SQLite: naive UTC
 
 
 def _counts() -> dict[str, Any]:

@@ -225,6 +225,8 @@ def _print_status(report: dict[str, Any]) -> None:
     )
     for failure in report["failures"]:
         out.print(f"[red]failed[/] {failure['clips']:,} clips: {failure['reason']}")
+    for paused in report["paused_workers"]:
+        out.print(f"[yellow]paused[/] worker {paused['name']} until {paused['until']}: it {paused['reason']}")
 
 
 @app.command()
