@@ -201,6 +201,8 @@ class ClipWriter:
         self.done = 0
         self.elements: dict[str, list[bytes]] = {prefix: [] for prefix, _, _ in PASS_FILES}
         self._ffmpeg: subprocess.Popen[bytes] | None = None
+        # The quality gate sees each frame as it is encoded (while Blender renders the next ones).
+        self.gate = qc.Gate(spec.frame_count, spec.convention, (spec.camera.width, spec.camera.height))
 
     def _video(self, height: int, width: int) -> subprocess.Popen[bytes]:
         if self._ffmpeg is None:
@@ -226,9 +228,12 @@ class ClipWriter:
         assert video.stdin is not None
         for i in range(self.done, upto):
             video.stdin.write(np.ascontiguousarray(rgb[i], np.uint8).tobytes())
+            written = {}
             for prefix, field, dtype in PASS_FILES:
                 frame = np.asarray(get(field)[i], dtype=dtype)
                 self.elements[prefix] += _compressed_elements({f"{prefix}_{i + 1}": frame})
+                written[field] = frame[None]
+            self.gate.add(**written)  # exactly what is written
         self.done = max(self.done, upto)
 
     def finish(
@@ -253,14 +258,7 @@ class ClipWriter:
                 raise RuntimeError(f"ffmpeg failed writing {name}.mp4: {err.decode(errors='replace')[-500:]}")
             info = info_dict(spec, poses, joints3d, camera)
             # The quality gate, before any file has its final name: a clip that fails is not stored.
-            quality = qc.assess(
-                spec.frame_count,
-                spec.convention,
-                (spec.camera.width, spec.camera.height),
-                depth=result.depth,
-                segm=result.segm,
-                flow=result.flow,
-                normal=result.normal,
+            quality = self.gate.finish(
                 joints2d=np.asarray(info["joints2D"]).transpose(2, 1, 0),
                 reprojected=camera.project(np.asarray(joints3d, np.float64)),
                 video=tmp / f"{name}.mp4",

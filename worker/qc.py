@@ -61,22 +61,26 @@ class Quality:
 
 
 def _where(per_frame: np.ndarray) -> str:
-    """'in frame 4' or 'in 3 frames from frame 4' for a (T,) mask of frames."""
+    """'in frame 4' or 'in 3 frames from frame 4' for per-frame counts or a (T,) mask of frames."""
     frames = np.flatnonzero(per_frame) + 1
     if len(frames) == 1:
         return f"in frame {frames[0]}"
     return f"in {len(frames)} frames from frame {frames[0]}"
 
 
-def _count(mask: np.ndarray, what: str) -> str:
-    n = int(np.count_nonzero(mask))
-    return f"{n:,} {what}" + ("" if n == 1 else "s")
+def _count(n: int | np.integer[Any], what: str) -> str:
+    return f"{int(n):,} {what}" + ("" if n == 1 else "s")
 
 
 def _all_finite(a: np.ndarray) -> bool:
     # A float64 sum of float32 values cannot overflow, so it is finite exactly when every value is (and it
     # reads the array once without a boolean copy of it).
     return bool(np.isfinite(np.sum(a, dtype=np.float64)))
+
+
+def _per_frame(mask: np.ndarray) -> np.ndarray:
+    """(n, ...) boolean -> (n,) counts."""
+    return np.count_nonzero(mask.reshape(len(mask), -1), axis=1)
 
 
 def decode_video(path: Path) -> tuple[int, int, int]:
@@ -97,6 +101,175 @@ def decode_video(path: Path) -> tuple[int, int, int]:
     return frames, width, height
 
 
+PASS_SHAPES = {"depth": (), "segm": (), "flow": (2,), "normal": (3,)}  # per pixel
+
+
+class Gate:
+    """The gate, fed a clip's pass frames in order as they are written (`add`), then `finish`ed with the joints
+    and the mp4. The writer feeds it frame by frame while Blender renders; `assess` feeds it whole arrays.
+
+    `frames`: what the spec says (None: unknown); `size`: (width, height); `problems`: found before (while
+    reading files).
+    """
+
+    def __init__(
+        self,
+        frames: int | None,
+        convention: str | None,
+        size: tuple[int, int],
+        problems: list[str] | None = None,
+    ) -> None:
+        self.frames, self.convention = frames, convention
+        self.width, self.height = size
+        self.problems = list(problems or [])
+        self.lengths: dict[str, int] = {}
+        self.unusable: set[str] = set()  # passes of the wrong shape: reported once, not checked further
+        self.counts: dict[str, list[np.ndarray]] = {}  # per-frame counts of each kind of bad pixel, and body
+        self.labels = (0, 0)
+        self.flow_sum, self.flow_pixels = 0.0, 0
+
+    def _usable(self, name: str, a: np.ndarray | None) -> np.ndarray | None:
+        if a is None or name in self.unusable:
+            return None
+        want = (self.height, self.width, *PASS_SHAPES[name])
+        if a.shape[1:] != want:
+            self.unusable.add(name)
+            got = "x".join(map(str, a.shape[1:]))
+            self.problems.append(f"{name} has frames of shape {got}, want {'x'.join(map(str, want))}.")
+            return None
+        self.lengths[name] = self.lengths.get(name, 0) + len(a)
+        return a
+
+    def _note(self, kind: str, per_frame: np.ndarray) -> None:
+        self.counts.setdefault(kind, []).append(per_frame)
+
+    def add(
+        self,
+        depth: np.ndarray | None = None,
+        segm: np.ndarray | None = None,
+        flow: np.ndarray | None = None,
+        normal: np.ndarray | None = None,
+    ) -> None:
+        """The next frames of the passes, (n, H, W[, C]) each, the same frames of each (a pass that could not be
+        read is None)."""
+        d, s = self._usable("depth", depth), self._usable("segm", segm)
+        f, n = self._usable("flow", flow), self._usable("normal", normal)
+        for name, a in (("depth", d), ("flow", f), ("normal", n)):
+            if a is not None:
+                self._note(
+                    name, np.zeros(len(a), np.int64) if _all_finite(a) else _per_frame(~np.isfinite(a))
+                )
+        if s is None:
+            return
+        lo, hi = int(s.min(initial=0)), int(s.max(initial=0))
+        if lo < 0 or hi > MAX_LABEL:
+            self._note("labels", _per_frame((s < 0) | (s > MAX_LABEL)))
+        self.labels = (min(self.labels[0], lo), max(self.labels[1], hi))
+        fg = s > 0
+        self._note("body", _per_frame(fg))
+        if d is not None and len(d) == len(s):
+            # segm > 0 exactly where depth < 1e10, and the background holds exactly 1e10.
+            self._note("disagree", _per_frame(fg == (d == np.float32(BACKGROUND_DEPTH))))
+            self._note("not positive", _per_frame(fg & ~(d > 0)))
+        if f is not None and len(f) == len(s):
+            moving = f[fg]
+            self.flow_sum += float(np.hypot(moving[:, 0], moving[:, 1]).sum(dtype=np.float64))
+            self.flow_pixels += len(moving)
+
+    def _counts(self, kind: str) -> np.ndarray:
+        return np.concatenate(self.counts[kind]) if kind in self.counts else np.zeros(0, np.int64)
+
+    def finish(
+        self, joints2d: np.ndarray | None, reprojected: np.ndarray | None, video: Path | None
+    ) -> Quality:
+        """`joints2d` (T, 24, 2) as stored, `reprojected` (T, 24, 2) the projection of joints3D with the clip's
+        camera, `video` the encoded mp4 (None: it could not be read, the problem already noted)."""
+        problems, frames = self.problems, self.frames
+        width, height = self.width, self.height
+        joints: dict[str, np.ndarray] = {}
+        for name, a in (("joints2D", joints2d), ("joints3D", reprojected)):
+            if a is None:
+                continue
+            if a.shape[1:] != (24, 2):
+                what = "joints2D" if name == "joints2D" else "the projection of joints3D"
+                problems.append(f"{what} has frames of shape {'x'.join(map(str, a.shape[1:]))}, want 24x2.")
+                continue
+            joints[name] = a
+        lengths = {**self.lengths, **({"joints2D": len(joints["joints2D"])} if "joints2D" in joints else {})}
+        wrong: dict[int, list[str]] = {}
+        for name, count in lengths.items():
+            if frames is not None and count != frames:
+                wrong.setdefault(count, []).append(name)
+        for count, names in wrong.items():  # one sentence per count: a short render is one problem
+            have = "has" if len(names) == 1 else "have"
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+            problems.append(f"{listed} {have} {count} frames, the spec says {frames}.")
+        for name in ("depth", "flow", "normal"):
+            bad = self._counts(name)
+            if bad.any():
+                problems.append(f"{name} has {_count(bad.sum(), 'non-finite value')} {_where(bad)}.")
+        for name, a in joints.items():
+            if not _all_finite(a):
+                bad = _per_frame(~np.isfinite(a))
+                problems.append(f"{name} has {_count(bad.sum(), 'non-finite value')} {_where(bad)}.")
+        outside = self._counts("labels")
+        if outside.any():
+            lo, hi = self.labels
+            problems.append(
+                f"segm holds labels {lo}..{hi} on {_count(outside.sum(), 'pixel')} {_where(outside)}, "
+                f"want 0..{MAX_LABEL}."
+            )
+        disagree = self._counts("disagree")
+        if disagree.any():
+            problems.append(
+                f"segm and depth disagree on {_count(disagree.sum(), 'pixel')} {_where(disagree)} "
+                f"(want segm > 0 exactly where depth < {BACKGROUND_DEPTH:.0e}, and {BACKGROUND_DEPTH:.0e} elsewhere)."
+            )
+        not_positive = self._counts("not positive")
+        if not_positive.any():
+            problems.append(
+                f"depth is not positive on {_count(not_positive.sum(), 'body pixel')} {_where(not_positive)}."
+            )
+        stats: dict[str, Any] = {
+            "frames": frames if frames is not None else lengths.get("segm", lengths.get("depth")),
+            "frames_with_body": None,
+            "body_pixels_mean": None,
+            "joints_in_image": None,
+            "flow_mean": None,
+        }
+        if "body" in self.counts:
+            body = self._counts("body")
+            stats["frames_with_body"] = int(np.count_nonzero(body))
+            stats["body_pixels_mean"] = round(float(body.mean()), 1) if len(body) else 0.0
+            if "flow" in self.lengths and "flow" not in self.unusable:
+                stats["flow_mean"] = round(self.flow_sum / self.flow_pixels, 4) if self.flow_pixels else 0.0
+        j, r = joints.get("joints2D"), joints.get("joints3D")
+        if j is not None:
+            inside = (j[..., 0] >= 0) & (j[..., 0] < width) & (j[..., 1] >= 0) & (j[..., 1] < height)
+            stats["joints_in_image"] = round(float(inside.mean()), 4) if inside.size else 0.0
+            if r is not None and self.convention is not None and len(r) == len(j):
+                tolerance = REPROJECTION_TOLERANCE_PX[self.convention]
+                with np.errstate(invalid="ignore"):
+                    off = np.abs(j.astype(np.float64) - r).max(axis=2)
+                far = off > tolerance  # NaN compares False: non-finite joints are reported above
+                if far.any():
+                    problems.append(
+                        f"joints2D lie up to {float(np.nanmax(off[far])):.3g} px from the projection of joints3D "
+                        f"{_where(far.any(axis=1))} (allowed {tolerance:g} px in the {self.convention} convention)."
+                    )
+        if video is not None:
+            try:
+                count, w, h = decode_video(video)
+            except Exception as exc:
+                problems.append(f"the mp4 does not decode ({str(exc).strip().splitlines()[-1][:200]}).")
+            else:
+                if (w, h) != (width, height):
+                    problems.append(f"the mp4's frames are {w}x{h}, want {width}x{height}.")
+                if frames is not None and count != frames:
+                    problems.append(f"the mp4 decodes to {count} frames, the spec says {frames}.")
+        return Quality(stats, problems)
+
+
 def assess(
     frames: int | None,
     convention: str | None,
@@ -111,123 +284,16 @@ def assess(
     video: Path | None,
     problems: list[str] | None = None,
 ) -> Quality:
-    """Check one clip's arrays and compute its statistics.
+    """Check one clip's arrays and compute its statistics: the Gate fed all frames at once.
 
     `frames`: what the spec says (None: unknown); `size`: (width, height); pass arrays are (T, H, W[, C]) as
     written; `joints2d` (T, 24, 2) as stored and `reprojected` (T, 24, 2) the projection of joints3D with the
     clip's camera; `video` the encoded mp4. An array that could not be read is None, its problem already in
-    `problems` (which is extended).
+    `problems`.
     """
-    problems = list(problems or [])
-    width, height = size
-    per_frame = {
-        "depth": (height, width),
-        "segm": (height, width),
-        "flow": (height, width, 2),
-        "normal": (height, width, 3),
-        "joints2D": (24, 2),
-        "the projection of joints3D": (24, 2),
-    }
-    arrays: dict[str, np.ndarray | None] = {
-        "depth": depth,
-        "segm": segm,
-        "flow": flow,
-        "normal": normal,
-        "joints2D": joints2d,
-        "the projection of joints3D": reprojected,
-    }
-    usable: dict[str, np.ndarray] = {}
-    wrong_count: dict[int, list[str]] = {}
-    for name, a in arrays.items():
-        if a is None:
-            continue
-        if a.shape[1:] != per_frame[name]:
-            got = "x".join(map(str, a.shape[1:]))
-            problems.append(f"{name} has frames of shape {got}, want {'x'.join(map(str, per_frame[name]))}.")
-            continue
-        if frames is not None and len(a) != frames and name != "the projection of joints3D":
-            wrong_count.setdefault(len(a), []).append(name)
-        usable[name] = a
-    for count, names in wrong_count.items():  # one sentence per count: a short render is one problem
-        have = "has" if len(names) == 1 else "have"
-        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        problems.append(f"{listed} {have} {count} frames, the spec says {frames}.")
-    for name in ("depth", "flow", "normal", "joints2D", "the projection of joints3D"):
-        a = usable.get(name)
-        if a is not None and not _all_finite(a):
-            bad = ~np.isfinite(a)
-            per = bad.reshape(len(a), -1).any(axis=1)
-            what = "joints3D" if name.startswith("the projection") else name
-            problems.append(f"{what} has {_count(bad, 'non-finite value')} {_where(per)}.")
-
-    stats: dict[str, Any] = {
-        "frames": frames if frames is not None else (len(depth) if depth is not None else None),
-        "frames_with_body": None,
-        "body_pixels_mean": None,
-        "joints_in_image": None,
-        "flow_mean": None,
-    }
-    s = usable.get("segm")
-    fg = None
-    if s is not None:
-        lo, hi = int(s.min(initial=0)), int(s.max(initial=0))
-        if lo < 0 or hi > MAX_LABEL:
-            outside = (s < 0) | (s > MAX_LABEL)
-            problems.append(
-                f"segm holds labels {lo}..{hi} on {_count(outside, 'pixel')} {_where(outside.any(axis=(1, 2)))}, "
-                f"want 0..{MAX_LABEL}."
-            )
-        fg = s > 0
-        body = fg.sum(axis=(1, 2))
-        stats["frames_with_body"] = int(np.count_nonzero(body))
-        stats["body_pixels_mean"] = round(float(body.mean()), 1) if len(body) else 0.0
-    d = usable.get("depth")
-    if fg is not None and d is not None and len(d) == len(fg):
-        # segm > 0 exactly where depth < 1e10, and the background holds exactly 1e10.
-        disagree = fg == (d == np.float32(BACKGROUND_DEPTH))
-        if disagree.any():
-            problems.append(
-                f"segm and depth disagree on {_count(disagree, 'pixel')} {_where(disagree.any(axis=(1, 2)))} "
-                f"(want segm > 0 exactly where depth < {BACKGROUND_DEPTH:.0e}, and {BACKGROUND_DEPTH:.0e} elsewhere)."
-            )
-        not_positive = fg & ~(d > 0)
-        if not_positive.any():
-            problems.append(
-                f"depth is not positive on {_count(not_positive, 'body pixel')} "
-                f"{_where(not_positive.any(axis=(1, 2)))}."
-            )
-    f = usable.get("flow")
-    if fg is not None and f is not None and len(f) == len(fg):
-        moving = f[fg]
-        stats["flow_mean"] = (
-            round(float(np.hypot(moving[:, 0], moving[:, 1]).mean()), 4) if len(moving) else 0.0
-        )
-    j = usable.get("joints2D")
-    if j is not None:
-        inside = (j[..., 0] >= 0) & (j[..., 0] < width) & (j[..., 1] >= 0) & (j[..., 1] < height)
-        stats["joints_in_image"] = round(float(inside.mean()), 4) if inside.size else 0.0
-        r = usable.get("the projection of joints3D")
-        if r is not None and convention is not None and len(r) == len(j):
-            tolerance = REPROJECTION_TOLERANCE_PX[convention]
-            with np.errstate(invalid="ignore"):
-                off = np.abs(j.astype(np.float64) - r).max(axis=2)
-            far = off > tolerance  # NaN compares False: non-finite joints are reported above
-            if far.any():
-                problems.append(
-                    f"joints2D lie up to {float(np.nanmax(off[far])):.3g} px from the projection of joints3D "
-                    f"{_where(far.any(axis=1))} (allowed {tolerance:g} px in the {convention} convention)."
-                )
-    if video is not None:
-        try:
-            count, w, h = decode_video(video)
-        except Exception as exc:
-            problems.append(f"the mp4 does not decode ({str(exc).strip().splitlines()[-1][:200]}).")
-        else:
-            if (w, h) != (width, height):
-                problems.append(f"the mp4's frames are {w}x{h}, want {width}x{height}.")
-            if frames is not None and count != frames:
-                problems.append(f"the mp4 decodes to {count} frames, the spec says {frames}.")
-    return Quality(stats, problems)
+    gate = Gate(frames, convention, size, problems)
+    gate.add(depth, segm, flow, normal)
+    return gate.finish(joints2d, reprojected, video)
 
 
 # ---- stored files (`farm qc`) ----
