@@ -6,7 +6,9 @@ runs it with Blender, and benchmarks run it with stand-ins.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -22,8 +24,10 @@ from typing import Any, TypeVar
 from celery.exceptions import SoftTimeLimitExceeded
 
 from farm.celery_app import celery_for, send_render_tasks
+from farm.errors import FarmError
 from farm.settings import Settings
 from farm.spec import ClipSpec
+from farm.storage import Stored
 from worker import claims
 
 T = TypeVar("T")
@@ -183,16 +187,104 @@ class LeaseKeeper:
                     log.warning("could not renew the lease of clip %s", lease.clip_id, exc_info=True)
 
 
-def store_files(storage: Any, folder: Path, files: list[Path]) -> dict[str, dict[str, Any]]:
-    """Upload every file under its path relative to `folder`, which mirrors the storage root.
+def store_files(
+    storage: Any, folder: Path, files: list[Path], keeper: LeaseKeeper
+) -> dict[str, dict[str, Any]] | None:
+    """Upload every file under its path relative to `folder` (which mirrors the storage root), in order, so
+    the manifest (the last file) last. Returns {key: {"sha256", "size"}} for the clip's row, or None as soon
+    as the lease is found lost: nothing more is written then.
 
-    Returns {key: {"sha256", "size"}} for the clip's row.
+    The lease is checked before each file, and every write is create-only (Storage.put_new). A key that holds
+    other bytes belongs either to a clip another worker finished (so our lease is gone) or to an attempt that
+    never completed. Only a worker that has just renewed its lease replaces such an object, and only that very
+    object (named by its version): a worker that lost its lease, even one frozen between a check and a write,
+    never replaces the files of a clip that is done.
     """
     checksums = {}
+    manifest = files[-1].as_posix() if files else ""
+    cleared = False
     for relative in files:
-        info = storage.put_file(folder / relative, relative.as_posix())
-        checksums[relative.as_posix()] = {"sha256": info.sha256, "size": info.size}
+        key = relative.as_posix()
+        if not keeper.still_held():
+            return None
+        result = storage.put_new(folder / relative, key)
+        for _ in range(REPLACE_TRIES):
+            if not isinstance(result, Stored):
+                break
+            if not keeper.renew():  # a fresh check: the object may be a finished clip's
+                return None
+            if not cleared and key != manifest:
+                # An unfinished attempt's files are here. Its manifest goes first, so the folder does not
+                # claim to be a complete clip while they are replaced.
+                stale = storage.head(manifest)
+                if stale is not None:
+                    storage.delete(manifest, version=stale.version)
+                cleared = True
+            result = storage.put_new(folder / relative, key, replacing=result.version)
+        if isinstance(result, Stored):
+            raise FarmError(f"{storage.uri(key)} kept changing while this worker was replacing it")
+        checksums[key] = {"sha256": result.sha256, "size": result.size}
     return checksums
+
+
+REPLACE_TRIES = 3
+LOW_SPACE = 1 << 20  # a scratch folder with less free space than this is full for a clip's files
+
+
+def produce_files(
+    ctx: WorkerContext, spec: ClipSpec, folder: Path
+) -> tuple[list[Path], int, dict[str, Any] | None]:
+    """ctx.produce, with a full scratch folder said in one sentence (whatever failed on it: a write, ffmpeg,
+    the pipe to a dead ffmpeg)."""
+    try:
+        return ctx.produce(spec, folder)
+    except Exception as exc:
+        sentence = no_space(exc, folder.parent)
+        if sentence is None:
+            raise
+        raise FarmError(sentence) from exc
+
+
+@contextmanager
+def scratch_folder(spec: ClipSpec) -> Iterator[str]:
+    """A temporary folder for the clip's files, in TMPDIR; a full disk there is said in one sentence."""
+    try:
+        folder = tempfile.TemporaryDirectory(prefix=f"{spec.name}-")
+    except OSError as exc:
+        sentence = no_space(exc, Path(tempfile.gettempdir()))
+        if sentence is None:
+            raise
+        raise FarmError(sentence) from exc
+    with folder as name:
+        yield name
+
+
+def no_space(exc: BaseException, scratch: Path) -> str | None:
+    """The one sentence for a failure caused by a full disk (the scratch folder's, or another named one),
+    else None."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 20:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    said = [
+        e for e in chain if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in str(e)
+    ]
+    try:
+        st = os.statvfs(scratch)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    if free is not None and (free < LOW_SPACE or (said and free < 64 * LOW_SPACE)):
+        return (
+            f"no space left on device in the scratch folder {scratch} ({free / 1e6:.1f} MB free), "
+            "where the worker writes a clip's files before uploading them; free space there or set TMPDIR "
+            "to a folder with room"
+        )
+    named = [e.filename for e in said if isinstance(e, OSError) and e.filename]
+    if named:
+        return f"no space left on device writing {named[0]}; free space on that disk"
+    return None
 
 
 def process_clip(clip_id: int, ctx: WorkerContext) -> str:
@@ -219,13 +311,12 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
     spec = ClipSpec.model_validate(lease.spec)
     started = time.monotonic()
     try:
-        with ctx.keeper.holding(lease) as keeper, tempfile.TemporaryDirectory(prefix=f"{spec.name}-") as tmp:
-            files, frames, qc = ctx.produce(spec, Path(tmp))
-            # Objects are replaced by key, so only the lease holder may upload: a worker that stalled past
-            # its lease must not overwrite the files of a clip another worker has finished since.
-            if not keeper.still_held():
-                return "lost lease"
-            checksums = store_files(ctx.storage, Path(tmp), files)
+        with ctx.keeper.holding(lease) as keeper, scratch_folder(spec) as tmp:
+            files, frames, qc = produce_files(ctx, spec, Path(tmp))
+            stored = store_files(ctx.storage, Path(tmp), files, keeper)
+            if stored is None:
+                return "lost lease"  # nothing more was written: the clip is another worker's now
+            checksums = stored
         seconds = time.monotonic() - started
         uri = ctx.storage.uri(spec.output_dir)
 
