@@ -130,16 +130,27 @@ class Processes:
         self.running: list[subprocess.Popen[bytes]] = []
         self.prefix = ""  # the storage prefix of the test, where it has one
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, *args: str, wrapper: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`farm ARGS`, run through `wrapper` (e.g. faketime) with `env` added to the cluster's."""
         log = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [FARM, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [*wrapper, FARM, *args],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.running.append(process)
         return process
 
-    def worker(self, name: str) -> subprocess.Popen[bytes]:
-        return self.start(name, "worker", "--concurrency", "1", "--loglevel", "info")
+    def worker(self, name: str, wrapper: tuple[str, ...] = (), **env: str) -> subprocess.Popen[bytes]:
+        """A worker named `name` (FARM_WORKER_NAME): each test worker is a host of its own."""
+        env = {"FARM_WORKER_NAME": name, **env}
+        return self.start(
+            name, "worker", "--concurrency", "1", "--loglevel", "info", wrapper=wrapper, env=env
+        )
 
     def kill(self, process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         os.killpg(process.pid, sig)

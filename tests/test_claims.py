@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import enqueue_builtin
-from sqlalchemy import select, update
+from sqlalchemy import Float, select, update
 
 from farm.db import session_scope
 from farm.models import Clip, ClipEvent, WorkerRecord
@@ -77,7 +77,9 @@ def test_failures_requeue_then_fail_and_exclude_the_worker(db):
             assert claims.fail(session, lease, "w1", "RenderError: boom", max_attempts=3) == "queued"
     with session_scope(url) as session:
         claims.heartbeat(session, "w2", "cpu")  # a live worker that may still take it
-        assert claims.claim(session, ids[1], "w1", LEASE) == claims.Refusal.EXCLUDED  # failed it twice, w2 may
+        assert (
+            claims.claim(session, ids[1], "w1", LEASE) == claims.Refusal.EXCLUDED
+        )  # failed it twice, w2 may
         lease = claims.claim(session, ids[1], "w2", LEASE)
         assert claims.fail(session, lease, "w2", "RenderError: boom again", max_attempts=3) == "failed"
     with session_scope(url) as session:
@@ -194,3 +196,224 @@ def test_a_clip_no_live_worker_may_take_ends_failed_with_its_reason(any_db):
         assert (clip.status, clip.attempts) == ("failed", 4)
         assert clip.error == f"RenderError: w2 failed; {claims.NO_TAKER_NOTE}"
     assert events(url, ids[1])[-1] == ("queued", "failed", "w2")
+
+
+def now_plus(url, seconds):
+    """The database's time plus `seconds`, read from the database."""
+    from sqlalchemy import bindparam
+
+    from farm.db import db_now
+
+    with session_scope(url) as session:
+        return session.scalar(select(db_now(bindparam("s", type_=Float))), {"s": seconds})
+
+
+def lease_within(url, clip_id, low, high):
+    """Whether the clip's lease ends between `low` and `high` seconds from now in the database's time."""
+    from sqlalchemy import bindparam
+
+    from farm.db import db_now
+
+    with session_scope(url) as session:
+        expires = Clip.lease_expires_at
+        return session.scalar(
+            select(
+                (expires > db_now(bindparam("low", type_=Float)))
+                & (expires < db_now(bindparam("high", type_=Float)))
+            ).where(Clip.id == clip_id),
+            {"low": low, "high": high},
+        )
+
+
+AHEAD, BEHIND, RIGHT = timedelta(minutes=5), -timedelta(minutes=5), timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("holder", "others"), [(RIGHT, AHEAD), (BEHIND, RIGHT), (AHEAD, BEHIND)], ids=["others-ahead", "holder-behind", "both-off"]
+)  # fmt: skip
+def test_leases_run_on_the_database_clock_whatever_the_hosts_clock(any_db, monkeypatch, holder, others):
+    """Hosts whose clocks are minutes off (the host-time helper patched for each) change nothing: a live
+    lease stays its holder's against the other workers and the reconciler, an expired one is taken, and leases
+    and heartbeats are in the database's time."""
+    import farm.db
+
+    url, ids = any_db
+    real = farm.db.utcnow
+
+    def clock(skew):
+        monkeypatch.setattr(farm.db, "utcnow", lambda: real() + skew)
+        monkeypatch.setattr(claims, "utcnow", lambda: real() + skew)
+
+    clock(holder)
+    with session_scope(url) as session:
+        lease = claims.claim(session, ids[0], "w1", LEASE)
+        claims.heartbeat(session, "w1", "cpu")
+        seen = session.get(WorkerRecord, "w1").last_seen_at
+    assert isinstance(lease, claims.Lease) and lease_within(url, ids[0], 20, 40)
+    assert (
+        now_plus(url, -30).replace(tzinfo=None)
+        < seen.replace(tzinfo=None)
+        < now_plus(url, 1).replace(tzinfo=None)
+    )
+    clock(others)
+    with session_scope(url) as session:
+        assert claims.claim(session, ids[0], "w2", LEASE) == claims.Refusal.TAKEN
+        assert claims.take_back_expired(session, max_attempts=3) == {}
+    clock(holder)
+    with session_scope(url) as session:
+        assert claims.renew(session, lease, 2 * LEASE)
+    assert lease_within(url, ids[0], 50, 70)
+    clock(others)
+    with session_scope(url) as session:
+        assert claims.claim(session, ids[0], "w2", LEASE) == claims.Refusal.TAKEN
+    clock(holder)
+    with session_scope(url) as session:
+        assert claims.complete(session, lease, "w1", "out/x", 1, {}, 1.0)
+    assert [e[1] for e in events(url, ids[0])] == ["queued", "running", "done"]
+    # A lease that expired in the database's time is taken, whatever the taker's clock says.
+    with session_scope(url) as session:
+        claims.claim(session, ids[1], "dead", timedelta(seconds=0))
+    time.sleep(0.01)
+    clock(others)
+    with session_scope(url) as session:
+        taken = claims.claim(session, ids[1], "w2", LEASE)
+        assert isinstance(taken, claims.Lease) and taken.attempt == 2
+
+
+def test_take_back_rechecks_expiry_in_its_update(any_db):
+    """A renewal that comes after the lease expired but before the reconciler's update keeps the clip."""
+    url, ids = any_db
+    with session_scope(url) as session:
+        lease = claims.claim(session, ids[0], "slow", timedelta(seconds=0))
+    time.sleep(0.01)
+    with session_scope(url) as session:
+        assert claims.renew(session, lease, LEASE)  # late, but before anyone took it
+        assert claims.take_back_expired(session, max_attempts=3) == {}
+    with session_scope(url) as session:
+        clip = session.get(Clip, ids[0])
+        assert (clip.status, clip.lease_token) == ("running", lease.token)
+
+
+def test_take_back_waits_for_a_concurrent_renewal_and_keeps_the_clip(db):
+    """PostgreSQL: the take-back's UPDATE waits for a renewal that holds the row and then re-checks expiry on
+    the renewed row, so the renewal is not lost (selecting first and then giving back lost it)."""
+    from sqlalchemy import create_engine, text
+
+    url, ids = db
+    with session_scope(url) as session:
+        lease = claims.claim(session, ids[0], "slow", timedelta(seconds=0))
+    time.sleep(0.01)
+    engine = create_engine(url)
+    result = {}
+
+    def reconciler():
+        with session_scope(url) as session:
+            result["taken"] = claims.take_back_expired(session, max_attempts=3)
+
+    try:
+        with engine.connect() as worker, engine.connect() as watcher:
+            renewal = worker.begin()
+            assert claims.renew(worker, lease, LEASE)  # holds the row until it commits
+            thread = threading.Thread(target=reconciler)
+            thread.start()
+            from farm_cluster import wait_for
+
+            wait_for(
+                lambda: watcher.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                ).scalar(),
+                30,
+                "the take-back to wait for the renewal's row lock",
+            )
+            renewal.commit()
+            thread.join(30)
+    finally:
+        engine.dispose()
+    assert result["taken"] == {}
+    with session_scope(url) as session:
+        assert session.get(Clip, ids[0]).status == "running"
+
+
+def test_exclusion_is_per_host_and_counts_deaths_while_holding(any_db):
+    url, ids = any_db
+    with session_scope(url) as session:
+        claims.heartbeat(session, "other:7", "cpu")  # a live host that may take the clips
+    # Host h fails a clip in pool process 1 and again in process 2 (a recycled one): h may not take it again.
+    for pid in (1, 2):
+        with session_scope(url) as session:
+            lease = claims.claim(session, ids[0], f"h:{pid}", LEASE)
+            assert claims.fail(session, lease, f"h:{pid}", "RenderError: boom", max_attempts=5) == "queued"
+    with session_scope(url) as session:
+        assert claims.claim(session, ids[0], "h:3", LEASE) == claims.Refusal.EXCLUDED
+        assert isinstance(claims.claim(session, ids[0], "other:7", LEASE), claims.Lease)
+    # Host h dies holding the other clip twice (the reconciler takes it back): that counts the same.
+    for _ in range(2):
+        with session_scope(url) as session:
+            claims.claim(session, ids[1], "h:1", timedelta(seconds=0))
+        time.sleep(0.01)
+        with session_scope(url) as session:
+            assert list(claims.take_back_expired(session, max_attempts=5)) == [ids[1]]
+    assert [e[1:] for e in events(url, ids[1])][-2:] == [("running", "h:1"), ("queued", claims.RECONCILER)]
+    with session_scope(url) as session:
+        claims.heartbeat(session, "other:7", "cpu")
+        assert claims.claim(session, ids[1], "h:4", LEASE) == claims.Refusal.EXCLUDED
+        assert session.get(Clip, ids[1]).status == "queued"
+
+
+def test_a_statement_run_twice_with_one_lease_token_means_the_same(any_db):
+    """What a retry after a lost reply runs: the claim returns the lease it took, the completion and the
+    failure recognise their own work; nothing is counted twice."""
+    url, ids = any_db
+    token = "a" * 32
+    with session_scope(url) as session:
+        first = claims.claim(session, ids[0], "w:1", LEASE, token)
+    with session_scope(url) as session:
+        again = claims.claim(session, ids[0], "w:1", LEASE, token)
+        assert isinstance(first, claims.Lease) and again == first and again.attempt == 1
+        assert claims.claim(session, ids[0], "w:2", LEASE, "b" * 32) == claims.Refusal.TAKEN
+    for _ in range(2):
+        with session_scope(url) as session:
+            assert claims.complete(session, first, "w:1", "out/x", 10, {}, 1.0)
+    with session_scope(url) as session:
+        lease = claims.claim(session, ids[1], "w:1", LEASE)
+    for _ in range(2):
+        with session_scope(url) as session:
+            assert claims.fail(session, lease, "w:1", "RenderError: boom", max_attempts=3) == "queued"
+    with session_scope(url) as session:
+        assert session.get(Clip, ids[1]).attempts == 1
+    assert [e[1] for e in events(url, ids[0])] == ["queued", "running", "done"]
+    assert [e[1] for e in events(url, ids[1])] == ["queued", "running", "queued"]
+
+
+def test_a_dropped_connection_is_retried_once_and_other_errors_are_not(db):
+    """PostgreSQL: the server drops the worker's pooled connection (as in a restart); the claim is run once
+    more on a new connection and takes the clip with one attempt. An error that is not a dropped connection
+    is raised at once."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ProgrammingError
+
+    url, ids = db
+    backend = claims.once_more(url, lambda conn: conn.execute(text("SELECT pg_backend_pid()")).scalar(), 5)
+    admin = create_engine(url)
+    try:
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}).scalar()
+    finally:
+        admin.dispose()
+    runs = []
+
+    def take(conn):
+        runs.append(1)
+        return claims.claim(conn, ids[0], "w:1", LEASE, "c" * 32)
+
+    lease = claims.once_more(url, take, 5)
+    assert isinstance(lease, claims.Lease) and lease.attempt == 1 and len(runs) == 2
+    runs.clear()
+
+    def broken(conn):
+        runs.append(1)
+        conn.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(ProgrammingError):
+        claims.once_more(url, broken, 5)
+    assert len(runs) == 1

@@ -27,6 +27,7 @@ def cluster(farm, pg_farm, pg_url, redis_server, seaweed, s3_credentials, tmp_pa
         broker_url=redis_server.url,
         storage_url=f"s3://{seaweed.bucket}/{prefix}",
         lease_seconds=str(LEASE_SECONDS),
+        retry_delay_s="1",  # failed attempts are offered again after 1 s, 2 s, ... (30 s, 60 s by default)
         upload_retry_s="90",
         **s3_credentials,
     )
