@@ -164,10 +164,9 @@ def full_tmpfs(tmp_path) -> Any:  # type: ignore[no-untyped-def]
     folder.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
     try:
-        with (folder / "filler").open("wb") as f, contextlib.suppress(OSError):
+        with contextlib.suppress(OSError), (folder / "filler").open("wb", buffering=0) as f:
             while True:
                 f.write(b"\0" * 4096)
-                f.flush()
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)

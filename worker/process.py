@@ -245,13 +245,21 @@ def produce_files(
         raise FarmError(sentence) from exc
 
 
+def scratch_root() -> Path:
+    """Where a clip's files are written before they are uploaded: TMPDIR as the user set it (Python's tempfile
+    would quietly pass over a full one and write to /tmp instead), else the default temp folder."""
+    configured = os.environ.get("TMPDIR")
+    return Path(configured) if configured and os.path.isdir(configured) else Path(tempfile.gettempdir())
+
+
 @contextmanager
 def scratch_folder(spec: ClipSpec) -> Iterator[str]:
-    """A temporary folder for the clip's files, in TMPDIR; a full disk there is said in one sentence."""
+    """A temporary folder for the clip's files, in scratch_root(); a full disk there is said in one sentence."""
+    root = scratch_root()
     try:
-        folder = tempfile.TemporaryDirectory(prefix=f"{spec.name}-")
+        folder = tempfile.TemporaryDirectory(prefix=f"{spec.name}-", dir=root)
     except OSError as exc:
-        sentence = no_space(exc, Path(tempfile.gettempdir()))
+        sentence = no_space(exc, root)
         if sentence is None:
             raise
         raise FarmError(sentence) from exc
