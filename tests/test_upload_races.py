@@ -173,6 +173,7 @@ def full_tmpfs(tmp_path) -> Any:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.blender
+@pytest.mark.slow
 def test_a_worker_whose_scratch_folder_is_full_gives_the_clip_back_with_the_reason(
     farm, pg_farm, pg_url, full_tmpfs, tmp_path
 ):
