@@ -4,8 +4,9 @@
 
 One "clip" is a SURREAL-sized set of files of incompressible bytes (an mp4 and the ground-truth arrays;
 about 27 MB). For each number of concurrent uploaders (threads, as several worker processes would be) it
-uploads every clip's files with put_file and prints MB/s and clips/s, then times an idempotent re-put of
-the same files (nothing is sent), a quick check (stat: one HEAD per object) and a deep one (download + sha256).
+uploads every clip's files with put_new (the workers' create-only write) and prints MB/s and clips/s, then
+times an idempotent re-put of the same files (nothing is sent), a quick check (stat: one HEAD per object)
+and a deep one (download + sha256).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def bench(storage: Storage, files: list[Path], clips: int, workers: int, run_id:
 
     def upload(c: int) -> None:
         for f, key in zip(files, keys[c], strict=True):
-            storage.put_file(f, key)
+            storage.put_new(f, key)
 
     put = each_clip(upload)
     again = each_clip(upload)
