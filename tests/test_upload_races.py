@@ -121,6 +121,42 @@ def test_a_worker_frozen_mid_upload_past_its_lease_never_touches_the_finished_cl
     assert stored_keys() == set(finished["checksums"])  # and left nothing beside them
 
 
+def test_the_files_an_unfinished_attempt_left_are_replaced_manifest_first(
+    upload_farm, farm, pg_url, tmp_path
+):
+    """An attempt stored every file of the clip, its manifest too, and died before marking it done. The next
+    worker replaces them all; the old manifest goes before any file is replaced, so the folder never claims
+    to be a complete clip made of two attempts' files."""
+    from farm.settings import get_settings
+    from farm.spec import ClipSpec
+    from farm.storage import open_storage
+
+    (clip,) = enqueue_builtin(farm, pg_url, 1)
+    with create_engine(pg_url).connect() as conn:
+        spec = ClipSpec.model_validate(conn.execute(text("SELECT spec FROM clips")).scalar_one())
+    storage = open_storage(get_settings())
+    base = f"{spec.output_dir}/{spec.name}"
+    left = [
+        f"{base}{suffix}" for suffix in (".mp4", "_info.mat", "_segm.mat", "_depth.mat", "_manifest.json")
+    ]
+    for i, key in enumerate(left):
+        (tmp_path / "old").write_bytes(b"an earlier attempt %d" % i)
+        storage.put_file(tmp_path / "old", key)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    # Upload 1 finds the old mp4; upload 2 is its replacement, after the lease is renewed.
+    worker = start_worker(clip, "next:1", tmp_path, "--wait-at", "2", "--gate", str(gate))
+    wait_for(lambda: (gate / "paused").exists(), 60, "the worker to replace the first file")
+    assert storage.head(f"{base}_manifest.json") is None
+    assert storage.read_bytes(f"{base}.mp4") == b"an earlier attempt 0"
+    (gate / "go").touch()
+    assert outcome(worker) == "done"
+    row = clip_row(pg_url)
+    assert sorted(row["checksums"]) == sorted(left) and row["attempts"] == 1
+    verify_clean(farm)
+    assert stored_keys() == set(left)
+
+
 def test_seaweedfs_restarted_during_an_upload_loses_nothing(
     farm, pg_farm, pg_url, seaweed, s3_credentials, tmp_path
 ):
