@@ -111,6 +111,13 @@ def render_clip(
         finally:
             writer.abort()
     console.print(f"wrote {total} frames to {files.directory}")
+    if files.qc:  # the writer's quality gate passed; what it measured
+        qc = files.qc
+        console.print(
+            f"quality gate passed: body in {qc['frames_with_body']} of {qc['frames']} frames, "
+            f"{qc['joints_in_image']:.0%} of joints in the image",
+            highlight=False,
+        )
     if contact_sheet is not None:
         from worker.contact_sheet import contact_sheet_for_clip
 
