@@ -171,13 +171,26 @@ def test_the_writer_stores_the_statistics_and_refuses_a_bad_clip(tmp_path):
     assert list((bad / spec().output_dir).iterdir()) == []
 
 
-def test_a_clip_failing_the_gate_is_not_done_and_farm_qc_checks_the_stored_ones(farm, farm_env, tmp_path):
-    """Embedded SQLite: one clip passes (body visible in 1 of 3 frames), one fails the gate; then `farm qc`."""
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_clip_failing_the_gate_is_not_done_and_farm_qc_checks_the_stored_ones(
+    where, request, farm, farm_env, tmp_path, monkeypatch
+):
+    """Embedded SQLite, storage in a folder or on S3 (SeaweedFS): one clip passes (body visible in 1 of 3
+    frames), one fails the gate; then `farm qc` reads the done one back."""
     from farm.settings import get_settings
     from farm.storage import open_storage
     from worker.process import WorkerContext, process_clip
 
     farm_env(max_attempts="1")
+    if where == "s3":
+        from seaweed import ACCESS_KEY, SECRET_KEY
+
+        seaweed = request.getfixturevalue("seaweed")
+        seaweed.ensure_running()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        prefix = f"qc-{np.random.default_rng().integers(1 << 32):08x}"
+        farm_env(storage_url=f"s3://{seaweed.bucket}/{prefix}", s3_endpoint_url=seaweed.endpoint)
     assert farm("catalog", "import", "builtin").code == 0
     assert (
         json.loads(farm("enqueue", "--sequences", "builtin_all", "--limit", "2", "--json").out)["new_clips"]
@@ -202,7 +215,8 @@ def test_a_clip_failing_the_gate_is_not_done_and_farm_qc_checks_the_stored_ones(
     with sqlite3.connect("farm.db") as conn:
         second = conn.execute("SELECT name FROM clips WHERE id = 2").fetchone()[0]
     settings = get_settings()
-    context = WorkerContext(settings, "qc-test:1", produce, open_storage(settings))
+    storage = open_storage(settings)
+    context = WorkerContext(settings, "qc-test:1", produce, storage)
     assert process_clip(1, context) == "done"
     assert process_clip(2, context) == "failed"
     with sqlite3.connect("farm.db") as conn:
@@ -215,21 +229,29 @@ def test_a_clip_failing_the_gate_is_not_done_and_farm_qc_checks_the_stored_ones(
     )
     assert failed == "failed" and no_qc is None and no_body is None
     assert "failed the quality gate: segm holds labels 0..99" in error and "want 0..24." in error
-    stored = tmp_path / "farm-output" / ClipSpec.model_validate(json.loads(spec2)).output_dir
-    assert not stored.exists() or not any(stored.glob(f"{json.loads(spec2)['name']}*"))
+    name1, name2 = json.loads(spec1)["name"], json.loads(spec2)["name"]
+    folder1 = ClipSpec.model_validate(json.loads(spec1)).output_dir
+    folder2 = ClipSpec.model_validate(json.loads(spec2)).output_dir
+    for suffix in (".mp4", "_info.mat", "_segm.mat", "_manifest.json"):  # nothing of the failed clip stored
+        assert storage.stat(f"{folder2}/{name2}{suffix}") is None
+        assert storage.stat(f"{folder1}/{name1}{suffix}") is not None
     assert json.loads(farm("status", "--json").out)["body_out_of_frame"] == 1
     assert "body out of frame in more than half their frames: 1" in farm("status").out
 
     run = farm("qc", "--json")  # the database's done clips, read back from storage
     assert run.code == 0, run.err
     (report,) = json.loads(run.out)
-    name1 = json.loads(spec1)["name"]
     assert report["clip"] == name1 and report["ok"] and report["problems"] == []
     assert {k: report[k] for k in json.loads(qc)} == json.loads(qc)  # recomputed from the files: the same
     run = farm("qc")
     assert run.code == 0 and name1 in run.out and "1 pass the quality gate" in run.err
+    storage.delete(f"{folder1}/{name1}_gtflow.mat")
+    run = farm("qc", "--json")
+    assert run.code == 1 and json.loads(run.out)[0]["problems"] == [f"{name1}_gtflow.mat is missing."]
+    if where == "s3":
+        return
 
-    folder = tmp_path / "farm-output" / ClipSpec.model_validate(json.loads(spec1)).output_dir
+    folder = tmp_path / "farm-output" / folder1
     (folder / f"{name1}_depth.mat").write_bytes(b"MATLAB 5.0 truncated")
     (folder / f"{name1}.mp4").unlink()
     run = farm("qc", str(tmp_path / "farm-output"), "--json")  # the same, from the folder
@@ -237,7 +259,10 @@ def test_a_clip_failing_the_gate_is_not_done_and_farm_qc_checks_the_stored_ones(
     (report,) = json.loads(run.out)
     assert not report["ok"] and report["frames_with_body"] == 1  # segm still reads
     problems = report["problems"]
-    assert len(problems) == 2 and problems[1] == f"{name1}.mp4 is missing.", problems
+    assert len(problems) == 3 and problems[1:] == [
+        f"{name1}_gtflow.mat is missing.",
+        f"{name1}.mp4 is missing.",
+    ]
     assert problems[0].startswith(f"{name1}_depth.mat cannot be read ("), problems
 
     (tmp_path / "empty").mkdir()
