@@ -107,6 +107,11 @@ def test_every_clip_is_rendered_stored_and_done_once(farm, cluster, tmp_path):
     )
     status = json.loads(farm("status", "--json").out)
     assert status["clips"]["done"] == 6 and status["frames_done"] == 6 * 10  # 40 MoCap frames at 120 Hz
+    with create_engine(pg_url).connect() as conn:  # the quality gate's statistics, kept with each clip
+        stats = conn.execute(text("SELECT qc, frames_with_body FROM clips")).all()
+    assert all(qc["frames"] == 10 and qc["frames_with_body"] == body for qc, body in stats), stats
+    qc = farm("qc", "--json")  # recomputed from the files in S3
+    assert qc.code == 0 and sorted(c["clip"] for c in json.loads(qc.out)) == sorted(r["name"] for r in rows)
     with create_engine(pg_url).connect() as conn:
         workers = conn.execute(text("SELECT count(*) FROM workers")).scalar()
         done_by_them = conn.execute(
