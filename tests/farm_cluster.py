@@ -105,6 +105,46 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+# Debian's libfaketime 0.9.10 with FAKETIME_DONT_FAKE_MONOTONIC turns the absolute monotonic deadline of
+# Python 3.11's time.sleep into a negative one (EINVAL, https://github.com/wolfcw/libfaketime/issues/426), and
+# without it Python's timed lock waits hang (issue 390). This shim, preloaded before libfaketime, hands
+# monotonic sleeps straight to the kernel, which is right when the monotonic clock is not faked.
+FAKETIME_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef int (*sleep_fn)(clockid_t, int, const struct timespec *, struct timespec *);
+
+int clock_nanosleep(clockid_t clock_id, int flags, const struct timespec *req, struct timespec *rem) {
+    static sleep_fn next;
+    if (clock_id == CLOCK_MONOTONIC || clock_id == CLOCK_BOOTTIME)
+        return syscall(SYS_clock_nanosleep, clock_id, flags, req, rem) == 0 ? 0 : errno;
+    if (!next)
+        next = (sleep_fn)dlsym(RTLD_NEXT, "clock_nanosleep");
+    return next(clock_id, flags, req, rem);
+}
+"""
+
+
+def faketime_wrapper(root: Path, offset: str) -> tuple[str, ...]:
+    """The command prefix that runs a program with its wall clock `offset` (faketime's -f format, e.g. +5m)
+    and its monotonic clock real (FAKETIME_DONT_FAKE_MONOTONIC: a machine whose clock is off still has a
+    steady monotonic one). Raises RuntimeError when faketime or a C compiler is missing."""
+    faketime, cc = shutil.which("faketime"), shutil.which("cc") or shutil.which("gcc")
+    if faketime is None or cc is None:
+        raise RuntimeError("faketime and a C compiler are needed (`make setup` installs them)")
+    (root / "faketime_shim.c").write_text(FAKETIME_SHIM)
+    shim = root / "faketime_shim.so"
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-O2", "-o", str(shim), str(root / "faketime_shim.c"), "-ldl"], check=True
+    )
+    return ("env", f"LD_PRELOAD={shim}", "FAKETIME_DONT_FAKE_MONOTONIC=1", faketime, "-f", offset)
+
+
 def _pings(client) -> bool:  # type: ignore[no-untyped-def]
     try:
         return bool(client.ping())
