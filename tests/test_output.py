@@ -116,3 +116,10 @@ def test_crash_leaves_no_partial_clip_and_a_rerun_completes(tmp_path, monkeypatc
     monkeypatch.setattr(output.scipy.io, "savemat", real)
     files, _, _ = write(tmp_path)
     assert (d / f"{NAME}_manifest.json").exists() and len(list(d.iterdir())) == 8
+
+
+def test_writing_a_clip_twice_gives_identical_bytes(tmp_path):
+    first, _, _ = write(tmp_path / "a")
+    second, _, _ = write(tmp_path / "b")
+    for a, b in zip(first.files, second.files, strict=True):
+        assert (tmp_path / "a" / a).read_bytes() == (tmp_path / "b" / b).read_bytes(), a.name  # no timestamps

@@ -129,10 +129,15 @@ def read_mp4(path: Path, width: int, height: int) -> np.ndarray:
     return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
 
 
+# MATLAB's 116-byte header text. scipy writes the current time there; a fixed text makes a re-render of a
+# clip byte-identical to the first.
+MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: surreal-farm"
+
+
 def _mat_header() -> bytes:
     buf = io.BytesIO()
     scipy.io.savemat(buf, {}, format="5")
-    return buf.getvalue()[:128]
+    return MAT_HEADER_TEXT.ljust(116, b" ") + buf.getvalue()[116:128]  # then subsystem, version, endianness
 
 
 def _compressed_elements(content: dict[str, Any], level: int = MAT_ZLIB_LEVEL) -> list[bytes]:
