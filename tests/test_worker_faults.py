@@ -127,6 +127,14 @@ def test_a_worker_failing_clips_in_a_row_pauses_hands_clips_back_and_comes_back(
     status = json.loads(farm("status", "--json").out)
     assert [w["name"] for w in status["paused_workers"]] == ["flaky:1"]
     assert "paused worker flaky:1 until" in " ".join(farm("status").out.split())
+    from farm.bookkeeper import dashboard_data, metrics_text, render_dashboard
+    from farm.db import utcnow
+
+    with session_scope(url) as session:
+        page = render_dashboard(dashboard_data(session, 1000, utcnow()))
+        metrics = metrics_text(session, 1000, utcnow()).decode()
+    assert "paused-worker" in page and "failed 3 clips in a row" in page
+    assert "farm_workers_paused 1.0" in metrics
 
     # While paused, a delivery goes straight back to the queue, unclaimed: no attempt is spent.
     sent.clear()
