@@ -129,8 +129,10 @@ def test_a_worker_five_minutes_ahead_and_a_normal_one_render_each_clip_once(farm
     from farm.settings import get_settings
 
     send_render_tasks(celery_for(get_settings()), ids)  # a second delivery of every clip
-    processes.worker("ahead", wrapper=ahead)
-    processes.worker("normal")
+    # No retry delays here: Celery turns a countdown into an eta on the sender's clock, so a clip the ahead
+    # worker gave back would wait five minutes on the normal one (a delay, never a double render; README).
+    processes.worker("ahead", wrapper=ahead, FARM_RETRY_DELAY_S="0")
+    processes.worker("normal", FARM_RETRY_DELAY_S="0")
     rows = wait_for(lambda: all_finished(url), 300, "all clips to finish")
     assert {r["status"] for r in rows} == {"done"}, processes.log_tail()
     for row in rows:
