@@ -54,7 +54,7 @@ def convert_frame(
     fg = segm > 0
     depth = _channel(raw, "Depth", "Z").astype(np.float32, copy=True)  # Blender 5: planar z
     if surreal:  # the original's Z pass: along the ray
-        depth = np.where(fg, depth * camera.ray_lengths(), np.float32(BACKGROUND_DEPTH)).astype(np.float32)
+        depth = np.where(fg, depth * camera.ray_lengths, np.float32(BACKGROUND_DEPTH)).astype(np.float32)
     elif force_background_depth:  # Cycles writes exactly 1e10 on background; EEVEE has its own far value
         depth[~fg] = BACKGROUND_DEPTH
 

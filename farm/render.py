@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import pickle
@@ -145,8 +146,9 @@ class Camera:
         x = self.to_camera(points) @ self.K.T
         return x[..., :2] / x[..., 2:3]
 
+    @functools.cached_property
     def ray_lengths(self) -> np.ndarray:
-        """(H, W): distance along each pixel centre's ray per metre of planar depth."""
+        """(H, W): distance along each pixel centre's ray per metre of planar depth (computed once per clip)."""
         u = (np.arange(self.width) + self.pixel_centre - self.K[0, 2]) / self.K[0, 0]
         v = (np.arange(self.height) + self.pixel_centre - self.K[1, 2]) / self.K[1, 1]
         return np.sqrt(1.0 + u[None, :] ** 2 + v[:, None] ** 2).astype(np.float32)
