@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared/surreal-reference/original_sample_01_01_c0001.npz"
+# The arrays of the original's sample clip 01_01_c0001_info.mat (a copy of shared/surreal-reference's).
+SAMPLE = Path(__file__).resolve().parent / "data/original_sample_01_01_c0001.npz"
 
 # The original's projection (misc/3Dto2D/getExtrinsicBlender.m and its Python port).
 R_WORLD2CV = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
