@@ -174,6 +174,19 @@ def enqueue_builtin(farm, pg_url: str, count: int) -> list[int]:  # type: ignore
         return [row[0] for row in conn.execute(text("SELECT id FROM clips ORDER BY id"))]
 
 
+def builtin_clips_on(database: str, request, farm, farm_env, tmp_path, count: int) -> tuple[str, list[int]]:  # type: ignore[no-untyped-def]
+    """`count` queued clips of the built-in catalog on the embedded SQLite file or this session's PostgreSQL,
+    for fixtures parametrized over both databases; (url, clip ids)."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'farm.db'}"
+        farm_env(database_url=url)
+        assert farm("db", "upgrade").code == 0
+    else:
+        request.getfixturevalue("pg_farm")
+        url = request.getfixturevalue("pg_url")
+    return url, enqueue_builtin(farm, url, count)
+
+
 @pytest.fixture(scope="session")
 def surreal_npz(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     """The 2,667-sequence SURREAL-shaped smpl_data.npz (zero poses), built once per session."""

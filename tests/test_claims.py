@@ -5,7 +5,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from conftest import enqueue_builtin
+from conftest import builtin_clips_on, enqueue_builtin
 from sqlalchemy import Float, select, update
 
 from farm.db import session_scope
@@ -139,14 +139,7 @@ def test_pause_stops_claims_and_resume_restores_them(db):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_db(request, farm, farm_env, tmp_path):
     """Two queued clips of the built-in catalog, on the embedded SQLite file and on PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'farm.db'}"
-        farm_env(database_url=url)
-        assert farm("db", "upgrade").code == 0
-    else:
-        request.getfixturevalue("pg_farm")
-        url = request.getfixturevalue("pg_url")
-    return url, enqueue_builtin(farm, url, 2)
+    return builtin_clips_on(request.param, request, farm, farm_env, tmp_path, 2)
 
 
 def fail_twice(url, clip_id, worker, max_attempts=5):

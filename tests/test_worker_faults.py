@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import enqueue_builtin
+from conftest import builtin_clips_on
 from sqlalchemy import Float, bindparam, select
 
 from farm.db import db_now, session_scope
@@ -25,14 +25,7 @@ pytestmark = pytest.mark.services
 @pytest.fixture(params=["sqlite", "postgresql"])
 def clips(request, farm, farm_env, tmp_path):
     """Six queued clips of the built-in catalog, on the embedded SQLite file and on PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'farm.db'}"
-        farm_env(database_url=url)
-        assert farm("db", "upgrade").code == 0
-    else:
-        request.getfixturevalue("pg_farm")
-        url = request.getfixturevalue("pg_url")
-    return url, enqueue_builtin(farm, url, 6)
+    return builtin_clips_on(request.param, request, farm, farm_env, tmp_path, 6)
 
 
 @pytest.fixture
