@@ -28,10 +28,10 @@ def main() -> None:
 
     import torch
 
-    from farm.body import load_body_model
-    from farm.free_body import build_free_bodies, free_body_dir
-    from farm.settings import Settings
-    from farm.textures import load_texture
+    from farm.assets.body import load_body_model
+    from farm.assets.free_body import build_free_bodies, free_body_dir
+    from farm.assets.textures import load_texture
+    from farm.core.settings import Settings
 
     cache = args.cache or Path(tempfile.mkdtemp(prefix="body-bench-"))
     settings = Settings(cache_dir=cache)

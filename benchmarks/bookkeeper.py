@@ -120,9 +120,9 @@ def main() -> None:
     from rich.table import Table
     from sqlalchemy import text
 
-    from farm import db
-    from farm.bookkeeper import Background
-    from farm.settings import get_settings
+    from farm.core import db
+    from farm.core.settings import get_settings
+    from farm.dashboard.app import Background
 
     with (
         scratch_farm(args.pg, args.redis, keep=args.keep) as scratch,

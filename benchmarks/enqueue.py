@@ -32,10 +32,10 @@ def main() -> None:
     from sqlalchemy import text
     from surreal_data import write_surreal_npz
 
-    from farm import db
-    from farm.bookkeeping import farm_status
-    from farm.celery_app import celery_for, clips_in_broker
-    from farm.settings import get_settings
+    from farm.core import db
+    from farm.core.celery_app import celery_for, clips_in_broker
+    from farm.core.settings import get_settings
+    from farm.dashboard.progress import farm_status
 
     rows: list[tuple[str, str]] = []
 

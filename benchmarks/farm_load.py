@@ -40,9 +40,9 @@ def quick_test_producer(spec, folder: Path) -> tuple[list[Path], int, None]:  # 
 
 def load_worker_app():  # type: ignore[no-untyped-def]
     """The benchmark's worker side: the farm's Celery app with render_clip bound to the stand-in."""
-    from farm.celery_app import RENDER_TASK, celery_for
-    from farm.settings import get_settings
-    from farm.storage import open_storage
+    from farm.core.celery_app import RENDER_TASK, celery_for
+    from farm.core.settings import get_settings
+    from farm.core.storage import open_storage
     from worker.process import WorkerContext, process_clip
 
     settings = get_settings()
@@ -79,10 +79,10 @@ def main() -> None:
     from rich.table import Table
     from sqlalchemy import func, select
 
-    from farm import db
-    from farm.celery_app import celery_for, send_render_tasks
-    from farm.models import Clip, ClipEvent
-    from farm.settings import get_settings
+    from farm.core import db
+    from farm.core.celery_app import celery_for, send_render_tasks
+    from farm.core.models import Clip, ClipEvent
+    from farm.core.settings import get_settings
 
     with (
         scratch_farm(args.pg, args.redis) as scratch,

@@ -22,9 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from farm.motions import builtin_library  # noqa: E402
-from farm.render import BlenderProcessRenderer, RenderOptions, prepare_clip  # noqa: E402
-from farm.spec import CameraSpec, ClipSpec, MotionRef  # noqa: E402
+from farm.assets.builtin_motions import builtin_library  # noqa: E402
+from farm.core.spec import CameraSpec, ClipSpec, MotionRef  # noqa: E402
+from farm.render.client import BlenderProcessRenderer  # noqa: E402
+from farm.render.job import RenderOptions  # noqa: E402
+from farm.render.prepare import prepare_clip  # noqa: E402
 from worker.output import ClipWriter  # noqa: E402
 
 

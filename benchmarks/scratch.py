@@ -25,7 +25,7 @@ class Scratch:
 
 def farm(*argv: str) -> None:
     """Run a `farm` command in this process; typer always exits, so only a non-zero exit is an error."""
-    from farm.cli import main
+    from farm.cli.main import main
 
     try:
         main(list(argv))
@@ -43,8 +43,8 @@ def scratch_farm(
     import redis
     from sqlalchemy import create_engine, text
 
-    from farm import db
-    from farm.settings import get_settings
+    from farm.core import db
+    from farm.core.settings import get_settings
 
     name = f"farm_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3  # noqa: E402
 
-from farm.storage import LocalStorage, S3Storage, Storage  # noqa: E402
+from farm.core.storage import LocalStorage, S3Storage, Storage  # noqa: E402
 
 # name suffix -> size in bytes, roughly one 100-frame 320x240 SURREAL clip
 CLIP_FILES = {

@@ -1,10 +1,11 @@
-"""Turn one frame of Blender's raw passes into the farm's conventions (see farm/render.py). numpy only."""
+"""Turn one frame of Blender's raw passes into the farm's conventions (see farm/render/__init__.py). numpy only."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from farm.render import BACKGROUND_DEPTH, Camera
+from farm.render.camera import Camera
+from farm.render.job import BACKGROUND_DEPTH
 
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:

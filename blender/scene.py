@@ -5,7 +5,7 @@ Per clip: the mesh (only when the topology changes), the texture (only when it c
 camera and the body's placement, and a PC2 point cache holding every frame's vertices. The Mesh Cache modifier
 reads that cache, so Blender evaluates the true neighbouring frames and the Vector pass sees real motion.
 
-Conventions are in farm/render.py.
+Conventions are in farm/render/__init__.py.
 """
 
 from __future__ import annotations
@@ -24,15 +24,8 @@ import numpy as np
 
 from blender.exr import read_exr
 from blender.passes import convert_frame, srgb_to_linear
-from farm.render import (
-    Progress,
-    RenderError,
-    RenderJob,
-    RenderOptions,
-    RenderResult,
-    scratch_dir,
-    sh_weights,
-)
+from farm.render.job import Progress, RenderError, RenderJob, RenderOptions, RenderResult, scratch_dir
+from farm.render.lighting import sh_weights
 
 PARTS = 24
 _GROUP = "surreal_shading"
@@ -173,7 +166,7 @@ class SceneRenderer:
             links.new(sep.outputs[j], swz.inputs[i])
         squares = vmath("MULTIPLY", n, n).outputs[0]
         crosses = vmath("MULTIPLY", n, swz.outputs[0]).outputs[0]
-        # The per-clip weights live in these three dot products and one add (see farm.render.sh_weights).
+        # The per-clip weights live in these three dot products and one add (see farm.render.lighting.sh_weights).
         self._sh_linear = vmath("DOT_PRODUCT", n, (0.0, 0.0, 0.0))
         self._sh_square = vmath("DOT_PRODUCT", squares, (0.0, 0.0, 0.0))
         self._sh_cross = vmath("DOT_PRODUCT", crosses, (0.0, 0.0, 0.0))

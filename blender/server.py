@@ -1,6 +1,6 @@
 """The warm renderer process: `python -m blender.server FD`.
 
-Imports bpy once and renders clip after clip for farm.render.BlenderProcessRenderer, which owns the other end
+Imports bpy once and renders clip after clip for farm.render.client.BlenderProcessRenderer, which owns the other end
 of the socket FD. Messages are pickled tuples between our own processes, each tagged with the id of the job
 (one request) it belongs to: in ("init", job, RenderOptions), ("render", job, (RenderJob, out_dir or None)),
 ("quit", job, None); out ("ok", job, result), ("progress", job, (done, total)), ("error", job, message), with
@@ -17,7 +17,7 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 
-from farm.render import RESULT_ARRAYS
+from farm.render.job import RESULT_ARRAYS
 
 
 def serve(conn: Connection) -> None:

@@ -1,9 +1,9 @@
-"""Alembic environment: runs on the connection `farm.db.upgrade` hands in, or on the configured URL."""
+"""Alembic environment: runs on the connection `farm.core.db.upgrade` hands in, or on the configured URL."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from farm.models import Base
+from farm.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from farm.errors import FarmError
-from farm.spec import Gender, Split
+from farm.core.errors import FarmError
+from farm.core.spec import Gender, Split
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SPLITS: tuple[Split, ...] = ("train", "test")
@@ -93,7 +93,7 @@ def _read_list(list_file: Path, base: Path) -> list[Path]:
 
 def _checked(assets: list[NewAsset]) -> dict[Path, str]:
     """sha256 of every file, after making sure each one is a whole, readable image of a sane size."""
-    from farm.backgrounds import open_image
+    from farm.assets.backgrounds import open_image
 
     checksums = {}
     for asset in assets:
@@ -109,8 +109,8 @@ def _checked(assets: list[NewAsset]) -> dict[Path, str]:
 
 def register_assets(database_url: str, assets: list[NewAsset]) -> AssetImportResult:
     """Check every file, then add the ones not yet registered, all in one transaction."""
-    from farm.db import session_scope
-    from farm.models import Asset
+    from farm.core.db import session_scope
+    from farm.core.models import Asset
 
     if not assets:
         raise FarmError("no assets to register")

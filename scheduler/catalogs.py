@@ -15,11 +15,11 @@ import numpy as np
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from farm.db import utcnow
-from farm.errors import FarmError
-from farm.models import Asset, Catalog, Clip, Sequence
-from farm.npz import array_headers, read_array
-from farm.spec import Split, check_safe_name
+from farm.assets.untrusted import array_headers, read_array
+from farm.core.db import utcnow
+from farm.core.errors import FarmError
+from farm.core.models import Asset, Catalog, Clip, Sequence
+from farm.core.spec import Split, check_safe_name
 from scheduler.plan import frames_at_30fps
 
 SURREAL_RATE = 120.0
@@ -30,7 +30,7 @@ def surreal_subject_splits() -> dict[int, Split]:
     """SURREAL's split of the CMU subjects (115 train, 30 test), shipped with the package."""
     splits: dict[int, Split] = {}
     for split in ("train", "test"):
-        text = resources.files("farm").joinpath(f"data/split_subjects_{split}.txt").read_text()
+        text = resources.files("scheduler").joinpath(f"data/split_subjects_{split}.txt").read_text()
         splits.update({int(s): split for s in text.split()})
     return splits
 
@@ -263,7 +263,7 @@ def list_sequences(session: Session, catalog: str | None = None) -> list[dict[st
 
 def builtin_sequences() -> list[NewSequence]:
     """The built-in motion library as catalog entries; its motions are generated on demand from their names."""
-    from farm.motions import BUILTIN_RATE, builtin_library
+    from farm.assets.builtin_motions import BUILTIN_RATE, builtin_library
 
     return [
         NewSequence(m.name, m.subject, m.split, m.frames, BUILTIN_RATE, f"builtin:{m.name}", "poses", "trans")

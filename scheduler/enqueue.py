@@ -12,10 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from farm.db import utcnow
-from farm.errors import FarmError
-from farm.models import Asset, Catalog, Clip, ClipStatus, Sequence
-from farm.spec import ClipSpec, Convention, MotionRef, Split, check_safe_name
+from farm.core.db import utcnow
+from farm.core.errors import FarmError
+from farm.core.models import Asset, Catalog, Clip, ClipStatus, Sequence
+from farm.core.spec import ClipSpec, Convention, MotionRef, Split, check_safe_name
 from scheduler.plan import PlannedClip, iter_plan
 from scheduler.sampler import (
     GENDERS,
@@ -256,8 +256,8 @@ def enqueue(
     then are messages sent, so a worker never receives a clip id that is not in the database. If sending
     fails half-way, the database still knows every clip and `farm reconcile` queues the missing ones.
     """
-    from farm.celery_app import celery_for, check_broker, send_render_tasks
-    from farm.db import session_scope
+    from farm.core.celery_app import celery_for, check_broker, send_render_tasks
+    from farm.core.db import session_scope
 
     app = None if dry_run else celery_for(settings)
     if app is not None:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from farm.spec import CLIP_LENGTH, FPS, RUN_STRIDES
+from farm.core.spec import CLIP_LENGTH, FPS, RUN_STRIDES
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from farm.celery_app import celery_for, check_broker, clips_in_broker, send_render_tasks
-from farm.db import session_scope
-from farm.models import Clip, ClipStatus
-from farm.settings import Settings
+from farm.core.celery_app import celery_for, check_broker, clips_in_broker, send_render_tasks
+from farm.core.db import session_scope
+from farm.core.models import Clip, ClipStatus
+from farm.core.settings import Settings
 from worker import claims
 
 

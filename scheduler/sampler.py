@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.random.bit_generator import ISeedSequence
 
-from farm.spec import CameraSpec, ClipSpec, Convention, Gender, MotionRef, Split, clip_name
+from farm.core.spec import CameraSpec, ClipSpec, Convention, Gender, MotionRef, Split, clip_name
 from scheduler.plan import PlannedClip
 
 GENDERS: tuple[Gender, Gender] = ("female", "male")
@@ -108,21 +108,21 @@ class AppearancePools:
 @lru_cache
 def builtin_shape_bank(gender: Gender) -> ShapeBank:
     """The free body's bank: betas of sampled adult anny bodies (built once, then cached on disk)."""
-    from farm.free_body import ensure_free_body
-    from farm.settings import get_settings
+    from farm.assets.free_body import ensure_free_body
+    from farm.core.settings import get_settings
 
     with np.load(ensure_free_body(gender, get_settings().cache_dir), allow_pickle=False) as data:
         return ShapeBank(f"builtin:shapes/{gender}", np.asarray(data["shape_bank"], dtype=np.float64))
 
 
 def builtin_textures(gender: Gender, split: Split) -> list[str]:
-    from farm.textures import builtin_texture_uris
+    from farm.assets.textures import builtin_texture_uris
 
     return builtin_texture_uris(gender, split)
 
 
 def builtin_backgrounds(split: Split) -> list[str]:
-    from farm.backgrounds import builtin_background_uris
+    from farm.assets.backgrounds import builtin_background_uris
 
     return builtin_background_uris(split)
 

@@ -53,7 +53,7 @@ def pg_url() -> Iterator[str]:
         service_missing("PostgreSQL at 127.0.0.1:5432", exc)
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     yield url
-    from farm.db import get_engine
+    from farm.core.db import get_engine
 
     get_engine(url).dispose()
     with admin.connect() as conn:
@@ -100,8 +100,8 @@ def redis_server(tmp_path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def farm_env(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
     """Run `farm` in-process in a private working directory with the given FARM_* settings."""
-    from farm import db
-    from farm.settings import get_settings
+    from farm.core import db
+    from farm.core.settings import get_settings
 
     monkeypatch.chdir(tmp_path)
     for key in list(os.environ):
@@ -124,7 +124,7 @@ def farm_env(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def farm(capsys, farm_env):  # type: ignore[no-untyped-def]
-    from farm.cli import main
+    from farm.cli.main import main
 
     def run(*args: str) -> FarmRun:
         capsys.readouterr()
@@ -195,7 +195,7 @@ def surreal_npz(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     return write_surreal_npz(tmp_path_factory.mktemp("surreal") / "smpl_data.npz")
 
 
-# --- Storage (owned by the storage work: farm/storage.py, tests/seaweed.py) -------------------------------
+# --- Storage (owned by the storage work: farm/core/storage.py, tests/seaweed.py) -------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.render import RenderResult
+from farm.render.job import RenderResult
 
 PASSES = {"rgb": (np.uint8, 3), "alpha": (np.float32, 0), "depth": (np.float32, 0)}
 PASSES |= {"normal": (np.float32, 3), "flow": (np.float32, 2), "segm": (np.uint8, 0)}

@@ -1,4 +1,4 @@
-"""One worker process for the upload tests (tests/test_upload_races.py): the farm's own `process_clip` on one
+"""One worker process for the upload tests (tests/worker/test_upload_races.py): the farm's own `process_clip` on one
 clip, with the farm's storage (FARM_STORAGE_URL) behind a wrapper that can pause the worker at an upload.
 
     python tests/upload_worker.py CLIP_ID NAME [--producer standin|blender] [--stop-at N] [--wait-at N --gate DIR]
@@ -91,8 +91,8 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from farm.settings import get_settings
-    from farm.storage import open_storage
+    from farm.core.settings import get_settings
+    from farm.core.storage import open_storage
     from worker.process import WorkerContext, process_clip
 
     settings = get_settings()
@@ -101,7 +101,8 @@ def main() -> None:
     )
     renderer = None
     if args.producer == "blender":
-        from farm.render import BlenderProcessRenderer, RenderOptions
+        from farm.render.client import BlenderProcessRenderer
+        from farm.render.job import RenderOptions
         from worker.output import blender_files_producer
 
         renderer = BlenderProcessRenderer(RenderOptions.from_settings(settings))

@@ -51,8 +51,8 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from farm.db import db_now, get_engine, ready_engine, utcnow
-from farm.models import Clip, ClipEvent, ClipStatus, FarmSetting, WorkerRecord
+from farm.core.db import db_now, get_engine, ready_engine, utcnow
+from farm.core.models import Clip, ClipEvent, ClipStatus, FarmSetting, WorkerRecord
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,11 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from farm.render import Camera, Progress, Renderer, RenderResult, prepare_clip, stored_pose
-from farm.settings import Settings
-from farm.spec import ClipSpec
+from farm.core.settings import Settings
+from farm.core.spec import ClipSpec
+from farm.render.camera import Camera, stored_pose
+from farm.render.job import Progress, Renderer, RenderResult
+from farm.render.prepare import prepare_clip
 from worker import qc
 
 if TYPE_CHECKING:

@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from farm.celery_app import celery_for, send_render_tasks
-from farm.errors import FarmError
-from farm.settings import Settings
-from farm.spec import ClipSpec
-from farm.storage import Stored
+from farm.core.celery_app import celery_for, send_render_tasks
+from farm.core.errors import FarmError
+from farm.core.settings import Settings
+from farm.core.spec import ClipSpec
+from farm.core.storage import Stored
 from worker import claims
 
 T = TypeVar("T")
@@ -105,7 +105,7 @@ class WorkerContext:
     settings: Settings
     name: str
     produce: Producer
-    storage: Any  # farm.storage.Storage
+    storage: Any  # farm.core.storage.Storage
     device: str = "cpu"
     heartbeat_at: float = float("-inf")  # never yet
     keeper: LeaseKeeper = field(init=False)

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from farm.errors import FarmError
-from farm.render import BACKGROUND_DEPTH, project_with_info
+from farm.core.errors import FarmError
+from farm.render.camera import project_with_info
+from farm.render.job import BACKGROUND_DEPTH
 
 MAX_LABEL = 24
 # How far stored joints2D may lie from the projection of joints3D: the surreal convention rounds them to whole
@@ -340,7 +341,7 @@ def _stack_frames(
 
 def assess_files(folder: Path, name: str) -> Quality:
     """Check the clip `name`'s files in `folder` (as written: `<name>.mp4`, `<name>_info.mat`, ...)."""
-    from farm.spec import ClipSpec
+    from farm.core.spec import ClipSpec
 
     problems: list[str] = []
     frames: int | None = None
@@ -454,11 +455,11 @@ def qc_folder(root: Path, threads: int = 2) -> Iterator[ClipQuality]:
 
 
 def qc_stored(specs: Iterable[dict[str, Any]], storage: Any, threads: int = 2) -> Iterator[ClipQuality]:
-    """The clips of these specs, read back from `storage` (farm.storage.Storage): a local folder is read in
+    """The clips of these specs, read back from `storage` (farm.core.storage.Storage): a local folder is read in
     place, S3 objects are downloaded into a temporary folder first. A storage that fails (not merely a
     missing object) stops with its FarmError."""
-    from farm.spec import ClipSpec
-    from farm.storage import LocalStorage
+    from farm.core.spec import ClipSpec
+    from farm.core.storage import LocalStorage
 
     def one(raw: dict[str, Any]) -> ClipQuality:
         spec = ClipSpec.model_validate(raw)

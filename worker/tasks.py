@@ -1,6 +1,6 @@
 """The Celery task: `render_clip(clip_id)` on the render queue, one warm Blender per worker process.
 
-A shared task, so it joins whichever app `farm worker` builds from the current settings (farm.celery_app).
+A shared task, so it joins whichever app `farm worker` builds from the current settings (farm.core.celery_app).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import socket
 
 from celery import shared_task
 
-from farm.celery_app import RENDER_TASK
-from farm.settings import get_settings
+from farm.core.celery_app import RENDER_TASK
+from farm.core.settings import get_settings
 from worker.process import WorkerContext, process_clip
 
 _context: WorkerContext | None = None
@@ -21,8 +21,9 @@ def worker_context() -> WorkerContext:
     """One per worker process, made at its first clip: the warm renderer lives as long as the process."""
     global _context
     if _context is None:
-        from farm.render import BlenderProcessRenderer, RenderOptions
-        from farm.storage import open_storage
+        from farm.core.storage import open_storage
+        from farm.render.client import BlenderProcessRenderer
+        from farm.render.job import RenderOptions
         from worker.output import blender_files_producer
 
         settings = get_settings()

@@ -1,0 +1,25 @@
+"""`farm bookkeeper`: serve the dashboard, the JSON API and Prometheus metrics (see farm/dashboard/)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from farm.core.settings import get_settings
+
+
+def bookkeeper(
+    host: str = typer.Option("0.0.0.0", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
+) -> None:
+    """Serve the dashboard (/), the JSON API (/api/...), /metrics and clip thumbnails from the database."""
+    from farm.dashboard.app import serve
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in (
+        "farm",
+        "tornado.access",
+    ):  # our start-up line and one line per request; not Alembic's chatter
+        logging.getLogger(name).setLevel(logging.INFO)
+    serve(get_settings(), host, port)

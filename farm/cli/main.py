@@ -1,0 +1,367 @@
+"""The `farm` command line. Heavy imports live inside the commands so that `farm --help` stays quick."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from farm.cli import assets, dashboard, outputs, render_clip
+from farm.cli.console import err, progress_bar
+from farm.core.errors import FarmError
+from farm.core.settings import get_settings, with_convention
+
+app = typer.Typer(
+    help="surreal-farm: SURREAL-style synthetic humans, rendered at scale.", no_args_is_help=True
+)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+catalog_app = typer.Typer(help="MoCap catalogs.", no_args_is_help=True)
+catalog_import_app = typer.Typer(help="Register MoCap sequences.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+catalog_app.add_typer(catalog_import_app, name="import")
+app.add_typer(assets.app, name="assets")
+app.command("render-clip")(render_clip.render_clip)
+app.command("verify")(outputs.verify)
+app.command("qc")(outputs.qc)
+app.command("bookkeeper")(dashboard.bookkeeper)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations to FARM_DATABASE_URL."""
+    from farm.core.db import safe_url, upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    err.print(f"database {safe_url(settings.database_url)} is up to date")
+
+
+def _report_import(result: Any) -> None:
+    if result.created:
+        err.print(
+            f"catalog {result.catalog!r}: {result.sequences} sequences, {result.shape_banks} shape banks"
+        )
+    else:
+        err.print(
+            f"catalog {result.catalog!r} is already imported ({result.sequences} sequences); nothing to do"
+        )
+
+
+@catalog_import_app.command("surreal")
+def import_surreal(
+    path: Path = typer.Argument(..., help="SURREAL's smpl_data.npz."),
+    name: str = typer.Option("cmu", help="Catalog name; `<name>_all` then selects all its sequences."),
+) -> None:
+    """Register every sequence of a SURREAL smpl_data.npz, with its subject, split and shape banks."""
+    from farm.core.db import session_scope
+    from scheduler.catalogs import read_surreal_npz, register_catalog
+
+    with err.status(f"reading {path}"):
+        sequences, banks = read_surreal_npz(path)
+    with session_scope(get_settings().database_url) as session:
+        _report_import(register_catalog(session, name, "surreal", str(path.resolve()), sequences, banks))
+
+
+@catalog_import_app.command("amass")
+def import_amass(
+    folder: Path = typer.Argument(..., help="A folder of AMASS .npz motion files (searched recursively)."),
+    name: str = typer.Option("amass", help="Catalog name."),
+) -> None:
+    """Register AMASS motion files (any frame rate; clips are cut at 30 fps)."""
+    from farm.core.db import session_scope
+    from scheduler.catalogs import read_amass_dir, register_catalog
+
+    with err.status(f"reading {folder}"):
+        sequences = read_amass_dir(folder)
+    with session_scope(get_settings().database_url) as session:
+        _report_import(register_catalog(session, name, "amass", str(folder.resolve()), sequences))
+
+
+@catalog_import_app.command("builtin")
+def import_builtin() -> None:
+    """Register the built-in, licence-free motion library as the catalog `builtin`."""
+    from farm.core.db import session_scope
+    from scheduler.catalogs import builtin_sequences, register_catalog
+
+    with session_scope(get_settings().database_url) as session:
+        _report_import(register_catalog(session, "builtin", "builtin", "builtin:", builtin_sequences()))
+
+
+@catalog_app.command("list")
+def catalog_list(
+    catalog: str = typer.Option(None, help="Only this catalog."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
+) -> None:
+    """List the registered sequences."""
+    from rich.table import Table
+
+    from farm.core.db import session_scope
+    from scheduler.catalogs import list_sequences
+
+    with session_scope(get_settings().database_url) as session:
+        rows = list_sequences(session, catalog)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("catalog", "sequence", "subject", "split", "frames (30 fps)")
+    for row in rows:
+        table.add_row(row["catalog"], row["name"], row["subject"], row["split"], str(row["frames"]))
+    Console().print(table)
+
+
+def _parse_runs(runs: str) -> tuple[int, ...]:
+    try:
+        parsed = tuple(sorted({int(r) for r in runs.split(",") if r.strip()}))
+    except ValueError:
+        parsed = ()
+    if not parsed or any(r not in (0, 1, 2) for r in parsed):
+        raise FarmError(f"--runs {runs!r} is not a comma-separated list of 0, 1 and 2")
+    return parsed
+
+
+@app.command()
+def enqueue(
+    sequences: str = typer.Option(
+        ..., help="`<catalog>_all` or NAME[,NAME...] (NAME may be catalog/sequence)."
+    ),
+    runs: str = typer.Option("0,1,2", help="Which runs (clip steps 50, 30, 70)."),
+    split: str = typer.Option(None, help="Only train or test sequences."),
+    limit: int = typer.Option(None, min=1, help="At most this many clips of the plan."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and count; write and send nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+    convention: str = typer.Option(
+        None, help="What the files mean: surreal (the original's, default) or clean (FARM_CONVENTION)."
+    ),
+) -> None:
+    """Plan clips with SURREAL's rule, store them, and queue one render task per new clip."""
+    from scheduler.enqueue import Selection
+    from scheduler.enqueue import enqueue as run_enqueue
+
+    if split not in (None, "train", "test"):
+        raise FarmError(f"--split {split!r} must be train or test")
+    selection = Selection(sequences, _parse_runs(runs), split, limit)  # type: ignore[arg-type]
+    settings = with_convention(get_settings(), convention)
+    with progress_bar() as bar:
+        tasks: dict[str, Any] = {}
+
+        def show(stage: str, done: int, total: int) -> None:
+            label = {"plan": "planning and storing clips", "queue": "queueing render tasks"}[stage]
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(label, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = run_enqueue(settings, selection, dry_run, show)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    c, f = result["clips"], result["frames"]
+    verb = "would plan" if dry_run else "planned"
+    err.print(
+        f"{verb} {c['total']} clips ({c['train']} train, {c['test']} test), {f['total']} frames "
+        f"({f['train']} train, {f['test']} test); {result['new_clips']} new clips queued"
+    )
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Progress toward the target frames: per split and run, clips per state, failures, throughput, ETA."""
+    from farm.core.db import session_scope
+    from farm.dashboard.progress import farm_status
+
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        report = farm_status(session, settings.target_frames)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = Console()
+    pct = 100 * report["progress"]
+    out.print(f"[bold]{report['frames_done']:,}[/] of {report['target_frames']:,} frames done ({pct:.2f}%)")
+    table = Table("split / run", "clips done", "clips planned", "frames done", "frames planned")
+    for split, part in report["splits"].items():
+        table.add_row(
+            split, *(f"{part[k]:,}" for k in ("clips_done", "clips_planned", "frames_done", "frames_planned"))
+        )
+        for run, rp in sorted(part["runs"].items()):
+            table.add_row(
+                f"  {run}",
+                *(f"{rp[k]:,}" for k in ("clips_done", "clips_planned", "frames_done", "frames_planned")),
+            )
+    out.print(table)
+    out.print("clips: " + ", ".join(f"{state} {n:,}" for state, n in report["clips"].items()))
+    out.print(
+        f"done clips with the body out of frame in more than half their frames: {report['body_out_of_frame']:,}"
+    )
+    tp = report["throughput"]
+    eta = report["eta_seconds"]
+    eta_text = "unknown (nothing finished in the last hour)" if eta is None else f"{eta / 3600:.1f} h"
+    out.print(
+        f"last hour: {tp['clips']:,} clips, {tp['frames']:,} frames ({tp['frames_per_second']:.2f} frames/s); ETA {eta_text}"
+    )
+    for failure in report["failures"]:
+        out.print(f"[red]failed[/] {failure['clips']:,} clips: {failure['reason']}")
+    for paused in report["paused_workers"]:
+        out.print(f"[yellow]paused[/] worker {paused['name']} until {paused['until']}: it {paused['reason']}")
+
+
+@app.command()
+def worker(
+    queues: str = typer.Option(None, help="Comma-separated queues (default: FARM_RENDER_QUEUE)."),
+    device: str = typer.Option(None, help="cpu, cuda or optix (default: FARM_DEVICE)."),
+    gpu: int = typer.Option(None, help="Use only this GPU (sets CUDA_VISIBLE_DEVICES for the worker)."),
+    concurrency: int = typer.Option(1, min=1, help="Worker processes, each with its own warm Blender."),
+    loglevel: str = typer.Option("info", help="Celery log level."),
+) -> None:
+    """Start a Celery worker that renders clips (task events on, for Flower)."""
+    import os
+
+    from farm.core.db import ready_engine
+
+    if device is not None:
+        if device not in ("cpu", "cuda", "optix"):
+            raise FarmError(f"--device {device!r} must be cpu, cuda or optix")
+        os.environ["FARM_DEVICE"] = device
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    get_settings.cache_clear()
+    settings = get_settings()
+    import worker.tasks  # noqa: F401  (registers render_clip with the app)
+    from farm.core.celery_app import celery_for, check_broker
+    from farm.core.storage import open_storage
+
+    celery_app = celery_for(settings)
+    check_broker(celery_app)
+    ready_engine(settings.database_url)
+    open_storage(settings, settings.upload_retry_s).check()
+    celery_app.worker_main(
+        [
+            "worker",
+            "--queues", queues or settings.render_queue,
+            "--concurrency", str(concurrency),
+            "--pool", "prefork",
+            "--task-events",
+            "--loglevel", loglevel,
+            "--hostname", f"farm-{settings.device}{'' if gpu is None else gpu}-{os.getpid()}@%h",  # unique per worker
+        ]
+    )  # fmt: skip
+
+
+@app.command()
+def reconcile(
+    every: float = typer.Option(None, min=1, help="Run forever, once every this many seconds."),
+) -> None:
+    """Re-queue clips whose worker died and re-send messages the broker lost."""
+    import time
+
+    from scheduler.reconcile import reconcile as run_reconcile
+
+    while True:
+        report = run_reconcile(get_settings())
+        err.print(
+            f"reconcile: {report['taken_back']} clips taken back from dead workers, {report['resent']} messages "
+            f"sent, {report['queued']} clips queued"
+            + (" (farm paused: nothing sent)" if report["paused"] else "")
+        )
+        if every is None:
+            return
+        time.sleep(every)
+
+
+def _set_paused(paused: bool) -> None:
+    from farm.core.db import session_scope
+    from worker.claims import set_paused
+
+    with session_scope(get_settings().database_url) as session:
+        set_paused(session, paused)
+
+
+@app.command()
+def pause() -> None:
+    """Stop handing out work: workers finish their current clip and take no new one."""
+    _set_paused(True)
+    err.print("farm paused: workers take no new clips until `farm resume`")
+
+
+@app.command()
+def resume() -> None:
+    """Hand out work again (and re-send the messages dropped while paused)."""
+    from scheduler.reconcile import reconcile as run_reconcile
+
+    _set_paused(False)
+    report = run_reconcile(get_settings())
+    err.print(f"farm resumed: {report['resent']} messages sent, {report['queued']} clips queued")
+
+
+@app.command()
+def retry(
+    failed: bool = typer.Option(False, "--failed", help="Put every failed clip back in the queue."),
+) -> None:
+    """Put failed clips back in the queue with a fresh attempt count."""
+    from farm.core.celery_app import celery_for, check_broker, send_render_tasks
+    from farm.core.db import session_scope
+    from worker.claims import retry_failed
+
+    if not failed:
+        raise FarmError("say what to retry: `farm retry --failed`")
+    app_ = celery_for(get_settings())
+    check_broker(app_)
+    with session_scope(get_settings().database_url) as session:
+        ids = retry_failed(session)
+    send_render_tasks(app_, ids)
+    err.print(f"{len(ids)} failed clips queued again")
+
+
+@app.command()
+def demo(
+    folder: Path = typer.Option(
+        Path("farm-demo"), help="Where the demo keeps its database, queue and output."
+    ),
+) -> None:
+    """Render a handful of clips end to end on this machine, with no servers, and show where they are."""
+    import time
+
+    from farm.cli.demo import run_demo
+
+    started = time.monotonic()
+    with progress_bar() as bar:
+        report = run_demo(folder, bar)
+    for clip in report["clips"]:
+        line = f"  {clip['name']}: {clip['status']}" + (
+            f", {clip['frames']} frames" if clip["frames"] else ""
+        )
+        err.print(line + (f" ({clip['error']})" if clip["error"] else ""), highlight=False)
+    err.print(f"output: {report['output']}", highlight=False, soft_wrap=True)
+    if report["contact_sheet"]:
+        err.print(f"contact sheet: {report['contact_sheet']}", highlight=False, soft_wrap=True)
+    err.print(
+        f"done in {time.monotonic() - started:.0f} s; `FARM_DATABASE_URL={report['database']} farm status` "
+        "shows the bookkeeping",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if any(clip["status"] != "done" for clip in report["clips"]):
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a FarmError ends in one sentence on stderr and exit status 2, never a traceback."""
+    try:
+        app(args=argv, prog_name="farm")
+    except FarmError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""`farm render-clip`: render one clip locally into a folder in the SURREAL format, for debugging and demos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from farm.core.errors import FarmError
+from farm.core.spec import ClipSpec
+
+
+def resolve_spec(settings: Any, sequence: str, run: int, clip: int) -> tuple[ClipSpec, str]:
+    """The clip's spec from the database if it was planned, else planned now with the same seed rule.
+
+    Returns (spec, "database" | "planned"); nothing is written to the database or enqueued.
+    """
+    from sqlalchemy import select
+
+    from farm.core.db import session_scope
+    from farm.core.models import Clip
+    from scheduler.enqueue import load_pools, select_sequences, sequence_ref
+    from scheduler.plan import clips_in_run
+    from scheduler.sampler import sample_clip_spec
+
+    if run not in (0, 1, 2):
+        raise FarmError(f"--run {run} must be 0, 1 or 2")
+    with session_scope(settings.database_url) as session:
+        pairs = select_sequences(session, sequence, None)
+        if len(pairs) != 1:
+            raise FarmError(f"{sequence!r} names {len(pairs)} sequences; name exactly one (catalog/sequence)")
+        catalog, seq = pairs[0]
+        row = session.scalars(
+            select(Clip).where(Clip.sequence_id == seq.id, Clip.run == run, Clip.clip_index == clip)
+        ).first()
+        if row is not None:
+            return ClipSpec.model_validate(row.spec), "database"
+        planned = [p for p in clips_in_run(seq.mocap_frames, seq.mocap_rate, run) if p.clip_index == clip]
+        if not planned:
+            count = len(clips_in_run(seq.mocap_frames, seq.mocap_rate, run))
+            raise FarmError(f"{seq.name} has {count} clips in run {run}: choose --clip 0..{count - 1}")
+        pools = load_pools(session, {seq.catalog_id})
+        spec = sample_clip_spec(
+            sequence_ref(catalog, seq),
+            planned[0],
+            pools,
+            settings.seed,
+            settings.body_model,
+            settings.convention,
+        )
+        return spec, "planned"
+
+
+def render_clip(
+    sequence: str = typer.Option(..., help="Sequence name (or catalog/sequence)."),
+    run: int = typer.Option(0, help="Run 0, 1 or 2."),
+    clip: int = typer.Option(0, help="Clip index (0-based)."),
+    frames: int | None = typer.Option(None, min=1, help="Render only the clip's first N frames."),
+    out: Path = typer.Option(Path("render-out"), help="Output root; the clip lands in the SURREAL layout."),
+    contact_sheet: Path | None = typer.Option(None, help="Also write a contact sheet PNG here."),
+    engine: str | None = typer.Option(None, help="cycles or eevee (default: FARM_ENGINE)."),
+    device: str | None = typer.Option(None, help="cpu, cuda or optix (default: FARM_DEVICE)."),
+    convention: str | None = typer.Option(
+        None, help="What the files mean: surreal (the original's, default) or clean (FARM_CONVENTION)."
+    ),
+) -> None:
+    """Render one clip (or its first N frames) to a local folder, with a progress bar."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from farm.core.settings import get_settings, with_convention
+    from farm.render.client import BlenderProcessRenderer
+    from farm.render.job import RenderError, RenderOptions
+    from farm.render.prepare import prepare_clip
+    from worker.output import ClipWriter
+
+    settings = with_convention(get_settings(), convention)
+    if engine not in (None, "cycles", "eevee"):
+        raise FarmError(f"--engine {engine!r} must be cycles or eevee")
+    if device not in (None, "cpu", "cuda", "optix"):
+        raise FarmError(f"--device {device!r} must be cpu, cuda or optix")
+    options = RenderOptions.from_settings(settings)
+    options = RenderOptions(
+        engine=engine or options.engine,  # type: ignore[arg-type]
+        device=device or options.device,  # type: ignore[arg-type]
+        samples=options.samples,
+        memory_limit_mb=options.memory_limit_mb,
+    )
+    console = Console(stderr=True)
+    spec, source = resolve_spec(settings, sequence, run, clip)
+    if convention is not None:  # also over a stored spec: the option says how to write this copy
+        spec = spec.model_copy(update={"convention": convention})
+    console.print(f"{spec.name}: spec {'from the database' if source == 'database' else 'planned now'}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("body and assets", total=None)
+        prepared = prepare_clip(spec, frames=frames, settings=settings)
+        total = prepared.job.frame_count
+        progress.update(task, description="rendering", total=total, completed=0)
+        writer = ClipWriter(out, prepared.job.spec)  # writes frames as they arrive
+        try:
+            with BlenderProcessRenderer(options) as renderer:
+                try:
+                    result = renderer.render(
+                        prepared.job, lambda done, _: progress.update(task, completed=done), writer.feed
+                    )
+                except RenderError as e:
+                    raise FarmError(f"Blender failed on {spec.name}: {e}") from e
+            progress.update(task, description="writing files")
+            job = prepared.job
+            files = writer.finish(result, prepared.poses, prepared.joints, job.camera, result.software)
+        finally:
+            writer.abort()
+    console.print(f"wrote {total} frames to {files.directory}")
+    if files.qc:  # the writer's quality gate passed; what it measured
+        qc = files.qc
+        console.print(
+            f"quality gate passed: body in {qc['frames_with_body']} of {qc['frames']} frames, "
+            f"{qc['joints_in_image']:.0%} of joints in the image",
+            highlight=False,
+        )
+    if contact_sheet is not None:
+        from worker.contact_sheet import contact_sheet_for_clip
+
+        contact_sheet_for_clip(files.directory, spec.name, contact_sheet)
+        console.print(f"contact sheet: {contact_sheet}")

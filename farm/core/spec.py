@@ -1,0 +1,108 @@
+"""The clip spec: one frozen, validated record per clip holding everything a renderer needs.
+
+Everything random is drawn once, in the scheduler, and stored here; re-rendering a clip from its spec gives
+the same pixels.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+SPEC_VERSION = 2  # 2 added `convention`; version 1 clips were rendered in what is now "clean"
+FPS = 30
+CLIP_LENGTH = 100
+RUN_STRIDES = (50, 30, 70)  # clip step per run, in 30 fps frames (SURREAL's run0, run1, run2)
+
+Split = Literal["train", "test"]
+# What the output's values mean: "surreal" (the default) means exactly what the original's files mean, quirks
+# included (mirrored frames, the raw speed pass as flow, world-frame normals); "clean" is the farm's own
+# unmirrored OpenCV-style convention. Both are described in farm/render/__init__.py and the README.
+Convention = Literal["surreal", "clean"]
+Gender = Literal["female", "male"]
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_safe_name(name: str, what: str = "name") -> str:
+    """A name becomes a folder in the output tree, so it must not escape it (no '/', no '..')."""
+    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"the {what} {name!r} is not allowed: use letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit and without '..'"
+        )
+    return name
+
+
+SafeName = Annotated[str, AfterValidator(check_safe_name)]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MotionRef(Frozen):
+    """Where a sequence's SMPL motion lives and how fast it was recorded."""
+
+    uri: str  # a file path, or "builtin:<name>" for the generated library
+    pose_key: str  # array of (T, >=72) axis-angle poses
+    trans_key: str  # array of (T, 3) root translations in metres
+    rate: float = Field(gt=0)  # MoCap frames per second
+    frames: int = Field(gt=0)  # MoCap frames
+
+
+class CameraSpec(Frozen):
+    width: int = 320
+    height: int = 240
+    focal_mm: float = 60.0
+    sensor_mm: float = 32.0
+    distance: float  # metres from the pelvis at frame 0, drawn from N(8, 1)
+
+    @property
+    def focal_px(self) -> float:
+        return self.focal_mm / self.sensor_mm * self.width
+
+
+class ClipSpec(Frozen):
+    spec_version: int = SPEC_VERSION
+    name: str  # "<sequence>_c<NNNN>"
+    catalog: SafeName
+    sequence: SafeName
+    split: Split
+    run: int = Field(ge=0, le=2)
+    clip_index: int = Field(ge=0)
+    stride: int
+    frame_start: int = Field(ge=0)  # first frame, in 30 fps frames of the sequence
+    frame_count: int = Field(gt=0, le=CLIP_LENGTH)
+    fps: int = FPS
+    motion: MotionRef
+    seed: int
+    body_model: Literal["free", "smpl"]
+    gender: Gender
+    shape: tuple[float, ...] = Field(min_length=10, max_length=10)
+    shape_source: str  # which bank row the betas came from, for provenance
+    texture: str  # asset uri
+    background: str  # asset uri
+    light: tuple[float, ...] = Field(min_length=9, max_length=9)  # SH coefficients
+    camera: CameraSpec
+    zrot: float  # body yaw about the vertical axis, radians
+    convention: Convention = "surreal"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_1_is_clean(cls, data: object) -> object:
+        """Specs stored before `convention` existed were rendered in what is now the clean convention."""
+        if isinstance(data, dict) and data.get("spec_version") == 1 and "convention" not in data:
+            return {**data, "convention": "clean"}
+        return data
+
+    @property
+    def output_dir(self) -> str:
+        """The clip's folder relative to the output root, in the SURREAL layout."""
+        return f"{self.catalog}/{self.split}/run{self.run}/{self.sequence}"
+
+
+def clip_name(sequence: str, clip_index: int) -> str:
+    return f"{sequence}_c{clip_index + 1:04d}"

@@ -1,0 +1,137 @@
+"""The camera of each convention (see farm/render/__init__.py): placement, rotation, intrinsics, projection."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from farm.core.spec import ClipSpec
+
+# World -> OpenCV camera rotation (x right, y down, z forward) of each convention. SURREAL's is a reflection
+# (det -1), which is why its frames are mirror images of the scene.
+WORLD_TO_CV = {
+    "surreal": np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]),
+    "clean": np.diag([1.0, -1.0, -1.0]),
+}
+
+
+def intrinsics(width: int = 320, height: int = 240, focal_px: float = 600.0) -> np.ndarray:
+    """SURREAL's K: the principal point at the image centre."""
+    return np.array([[focal_px, 0.0, width / 2], [0.0, focal_px, height / 2], [0.0, 0.0, 1.0]])
+
+
+def project_with_info(convention: str, cam_loc: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """What a reader of `_info.mat` does: world points (..., 3) -> pixels (..., 2) from `camLoc` and the
+    convention's fixed rotation and K (`joints2D` are these, rounded in the surreal convention)."""
+    R = WORLD_TO_CV[convention]
+    x = (np.asarray(points, np.float64) - np.asarray(cam_loc, np.float64).reshape(3)) @ R.T @ intrinsics().T
+    return x[..., :2] / x[..., 2:3]
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera (OpenCV axes; R may be a reflection) plus the body's placement in the world."""
+
+    K: np.ndarray  # (3, 3) intrinsics, pixels
+    R: np.ndarray  # (3, 3) world -> camera rotation; det -1 in the surreal convention (mirrored frames)
+    t: np.ndarray  # (3,) world -> camera translation
+    world_from_body: np.ndarray  # (4, 4) rigid: the body's frame (the motion's) -> world
+    width: int
+    height: int
+    pixel_centre: float = 0.0  # K's coordinate of pixel 0's centre: 0 (clean) or 0.5 (surreal, unshifted)
+
+    @property
+    def location(self) -> np.ndarray:
+        """Camera centre in world metres (SURREAL's camLoc)."""
+        return -self.R.T @ self.t
+
+    @property
+    def mirrored(self) -> bool:
+        return bool(np.linalg.det(self.R) < 0)
+
+    def body_to_world(self, points: np.ndarray) -> np.ndarray:
+        m = self.world_from_body
+        return points @ m[:3, :3].T + m[:3, 3]
+
+    def to_camera(self, points: np.ndarray) -> np.ndarray:
+        return points @ self.R.T + self.t
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """World points (..., 3) -> pixel coordinates of K (..., 2)."""
+        x = self.to_camera(points) @ self.K.T
+        return x[..., :2] / x[..., 2:3]
+
+    @functools.cached_property
+    def ray_lengths(self) -> np.ndarray:
+        """(H, W): distance along each pixel centre's ray per metre of planar depth (computed once per clip)."""
+        u = (np.arange(self.width) + self.pixel_centre - self.K[0, 2]) / self.K[0, 0]
+        v = (np.arange(self.height) + self.pixel_centre - self.K[1, 2]) / self.K[1, 1]
+        return np.sqrt(1.0 + u[None, :] ** 2 + v[:, None] ** 2).astype(np.float32)
+
+
+def yaw_matrix(angle: float) -> np.ndarray:
+    """Rotation by `angle` radians about +Y (the vertical)."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def rot_x(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def rot_z(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+# SURREAL's world is the MoCap's Z-up frame turned by this (the body's up becomes -Y).
+SURREAL_FROM_ZUP = rot_x(np.pi / 2)
+
+
+def zup_from_motion(motion_uri: str) -> np.ndarray:
+    """The rotation taking a motion's own frame to the Z-up MoCap frame (MoSh's and AMASS's). SURREAL npz
+    and AMASS files are Z-up already. The built-in motions are generated Y-up, facing +Z (SMPL's rest frame):
+    they are stood up and turned to face +X, so that with zrot = 0 the body faces SURREAL's camera as it faces
+    the clean convention's (the same clip shows the same view in both, mirrored)."""
+    return rot_z(np.pi / 2) @ rot_x(np.pi / 2) if motion_uri.startswith("builtin:") else np.eye(3)
+
+
+def stored_pose(spec: ClipSpec, poses: np.ndarray) -> np.ndarray:
+    """The `pose` array the clip's convention stores, (T, 72): the motion's own pose in clean; in surreal the
+    Z-up MoCap pose (the root turned by zup_from_motion; unchanged for SURREAL and AMASS files)."""
+    U = zup_from_motion(spec.motion.uri)
+    if spec.convention == "clean" or np.array_equal(U, np.eye(3)):
+        return np.asarray(poses, np.float32)
+    from scipy.spatial.transform import Rotation
+
+    out = np.array(poses, np.float64)
+    out[:, :3] = (Rotation.from_matrix(U) * Rotation.from_rotvec(out[:, :3])).as_rotvec()
+    return out.astype(np.float32)
+
+
+def make_camera(spec: ClipSpec, pelvis0: np.ndarray) -> Camera:
+    """The clip's camera and body placement in its convention (see the module docstring)."""
+    cam = spec.camera
+    K = intrinsics(cam.width, cam.height, cam.focal_px)
+    pelvis0 = np.asarray(pelvis0, dtype=np.float64)  # the frame-0 pelvis in the body's (motion's) frame
+    world_from_body = np.eye(4)
+    R = WORLD_TO_CV[spec.convention]
+    if spec.convention == "clean":
+        world_from_body[:3, :3] = yaw_matrix(spec.zrot)
+        world_from_body[:3, 3] = pelvis0 - world_from_body[:3, :3] @ pelvis0
+        location = pelvis0 + np.array([0.0, 0.0, cam.distance])
+        pixel_centre = 0.0
+    else:
+        # X_world = S (Rz (U X - c0) + c0), with U the motion -> Z-up turn and c0 the Z-up frame-0 pelvis.
+        U, S, Rz = zup_from_motion(spec.motion.uri), SURREAL_FROM_ZUP, rot_z(spec.zrot)
+        c0 = U @ pelvis0
+        world_from_body[:3, :3] = S @ Rz @ U
+        world_from_body[:3, 3] = S @ (c0 - Rz @ c0)
+        # The original placed its camera about camDist - 1 m from the frame-0 pelvis (its sample: 6.69 m
+        # for camDist 7.69), at pelvis height, on the +X side.
+        location = S @ c0 + np.array([cam.distance - 1.0, 0.0, 0.0])
+        pixel_centre = 0.5
+    return Camera(K, R, -R @ location, world_from_body, cam.width, cam.height, pixel_centre)

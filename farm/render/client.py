@@ -1,0 +1,270 @@
+"""BlenderProcessRenderer: renders in `python -m blender.server`, a child process that owns bpy."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from farm.render.job import (
+    RESULT_ARRAYS,
+    FrameSink,
+    Progress,
+    RenderError,
+    RenderJob,
+    RenderOptions,
+    RenderResult,
+    scratch_dir,
+)
+
+
+def _rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+log = logging.getLogger(__name__)
+
+
+SERVER_COMMAND = (sys.executable, "-m", "blender.server")  # the child; the socket's fd is its last argument
+
+
+class _JobFailed(RenderError):
+    """The child reported that a job failed and is ready for the next one, so it stays warm."""
+
+
+class BlenderProcessRenderer:
+    """A warm Blender: one `python -m blender.server` child that renders clip after clip.
+
+    It is started on first use, restarted after a clip when its memory passes `memory_limit_mb` (Blender
+    leaks over long runs), and restarted after it dies. A crash or timeout raises RenderError with the reason
+    and the tail of Blender's log.
+
+    Every request carries a fresh job id, and a reply tagged with another job's id is discarded: the result of
+    one clip is never taken for another's. Anything that interrupts a call other than the child's own "error"
+    reply (the timeout, Celery's soft time limit, a failing sink, KeyboardInterrupt) kills the child with
+    SIGKILL, which also ends a stopped process, so the next clip starts a fresh one that holds nothing of the
+    old clip. `command` is the child's command line without the socket's fd (tests pass a stand-in server).
+    """
+
+    def __init__(self, options: RenderOptions | None = None, command: Sequence[str] = SERVER_COMMAND) -> None:
+        self.options = options or RenderOptions()
+        self.command = list(command)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._log: Any = None
+        self._sender: threading.Thread | None = None  # the request being written, while it is
+        self.restarts = 0  # processes started, for tests and metrics
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def rss_mb(self) -> float:
+        return _rss_mb(self._proc.pid) if self._proc else 0.0
+
+    def start(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._stop()
+        parent, child = socket.socketpair()
+        self._log = tempfile.TemporaryFile()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._proc = subprocess.Popen(
+            [*self.command, str(child.fileno())],
+            pass_fds=[child.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+        )
+        child.close()
+        self._conn = Connection(parent.detach())
+        self.restarts += 1
+        with self._interruption_ends_the_child():
+            self._call("init", self.options)
+
+    @contextlib.contextmanager
+    def _interruption_ends_the_child(self) -> Iterator[None]:
+        """A call that ends other than by the child's reply may leave the child working on it (or stopped):
+        kill it, so that nothing it still sends can reach the next job."""
+        try:
+            yield
+        except _JobFailed:
+            raise
+        except BaseException:
+            self._kill()
+            raise
+
+    def _log_tail(self, lines: int = 15) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0, os.SEEK_END)
+        size = self._log.tell()
+        self._log.seek(max(0, size - 8192))
+        text = self._log.read().decode(errors="replace")
+        return "\n".join(line for line in text.splitlines()[-lines:] if not line.startswith("Fra:"))
+
+    def _died(self, what: str, kill: bool = False) -> RenderError:
+        """The child is gone or is being killed (`kill`): its exit code and last output, for the error."""
+        proc = self._proc
+        code = None
+        if proc is not None:
+            if kill:
+                proc.kill()
+            try:
+                code = proc.wait(timeout=5)  # a crashing child is exiting: its own code says more than -9
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+        tail = self._log_tail()
+        self._kill()
+        return RenderError(f"Blender {what} (exit code {code}); its last output:\n{tail}")
+
+    def _call(self, kind: str, payload: Any, progress: Progress | None = None) -> Any:
+        assert self._conn is not None and self._proc is not None
+        job = uuid.uuid4().hex
+        deadline = time.monotonic() + self.options.timeout_s
+        self._send((kind, job, payload), deadline)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timed_out()
+            try:
+                if not self._conn.poll(min(remaining, 1.0)):
+                    if self._proc.poll() is not None:
+                        raise self._died("died while rendering")
+                    continue
+                message = self._conn.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):
+                raise self._died("died while rendering") from None
+            if not (isinstance(message, tuple) and len(message) == 3):
+                raise self._died(f"sent a reply outside the protocol ({type(message).__name__})", kill=True)
+            tag, of_job, body = message
+            if of_job != job:
+                log.warning("discarded a %r reply of job %s while waiting for job %s", tag, of_job, job)
+                continue
+            if tag == "progress":
+                if progress:
+                    progress(*body)
+            elif tag == "error":
+                raise _JobFailed(body)
+            else:
+                return body
+
+    def _send(self, message: tuple[str, str, Any], deadline: float) -> None:
+        """Send a request, giving up at `deadline`: a job is larger than the socket's buffer, and a stopped
+        child reads nothing, so a plain send could wait forever. The write runs in a thread, which ends
+        with an error once the child is killed."""
+        conn = self._conn
+        assert conn is not None
+        failed: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                conn.send(message)
+            except BaseException as e:
+                failed.append(e)
+
+        self._sender = threading.Thread(target=send, name="blender-request", daemon=True)
+        self._sender.start()
+        self._sender.join(max(0.0, deadline - time.monotonic()))
+        if self._sender.is_alive():
+            raise self._timed_out()
+        self._sender = None
+        if failed:
+            raise self._died(f"could not be reached ({failed[0]})")
+
+    def _timed_out(self) -> RenderError:
+        return self._died(
+            f"took longer than {self.options.timeout_s:.0f} s on one clip and was killed", kill=True
+        )
+
+    def render(
+        self, job: RenderJob, progress: Progress | None = None, sink: FrameSink | None = None
+    ) -> RenderResult:
+        """Render a clip. `sink` sees each frame as soon as it is decoded (the arrays are files the child
+        writes and this process maps), so output can be written while Blender renders."""
+        self.start()
+        T, H, W = job.frame_count, job.camera.height, job.camera.width
+        scratch = scratch_dir(T * H * W * 32)  # 32 bytes of passes per pixel
+        with (
+            tempfile.TemporaryDirectory(prefix="surreal-passes-", dir=scratch) as out_dir,
+            self._interruption_ends_the_child(),  # inside: the child is gone before its folder is removed
+        ):
+            mapped: dict[str, np.ndarray] = {}
+
+            def on_progress(done: int, total: int) -> None:
+                if progress:
+                    progress(done, total)
+                if sink:
+                    if not mapped:
+                        mapped.update(
+                            {k: np.load(Path(out_dir) / f"{k}.npy", mmap_mode="r") for k in RESULT_ARRAYS}
+                        )
+                    sink(mapped, done)
+
+            result: RenderResult = self._call("render", (job, out_dir), on_progress)
+            # Map the .npy files the child wrote; they stay readable after the folder is removed.
+            arrays = {k: np.load(Path(out_dir) / f"{k}.npy", mmap_mode="r") for k in RESULT_ARRAYS}
+        if self.rss_mb() > self.options.memory_limit_mb:
+            self._stop()  # recycled; the next clip starts a fresh process
+        return dataclasses.replace(result, **arrays)
+
+    def _stop(self) -> None:
+        """Ask a healthy child to quit (waiting a little), then forget it."""
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(("quit", None, None))
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+        self._kill()
+
+    def _kill(self) -> None:
+        """End the child now (SIGKILL ends a stopped process too), reap it and forget it."""
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        if self._sender is not None:  # a request still being written fails now that its reader is gone
+            self._sender.join(10)
+            unfinished, self._sender = self._sender.is_alive(), None
+            if unfinished:  # never seen; its socket is left open rather than closed under the writer
+                log.warning("a request to Blender is still being written; its socket stays open")
+                self._conn = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def close(self) -> None:
+        self._stop()
+
+    def __enter__(self) -> BlenderProcessRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

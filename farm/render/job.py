@@ -1,0 +1,105 @@
+"""What crosses the renderer boundary: a clip as plain arrays in, its passes out, and the options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from farm.core.spec import ClipSpec
+from farm.render.camera import Camera
+
+BACKGROUND_DEPTH = 1e10
+
+
+RESULT_ARRAYS = ("rgb", "alpha", "depth", "normal", "flow", "segm")
+
+
+Progress = Callable[[int, int], None]  # (frames done, frames in the clip)
+
+
+# Receives the clip's arrays (name -> (T, ...) array, frames [0, done) final) and `done` as frames finish.
+FrameSink = Callable[[dict[str, np.ndarray], int], None]
+
+
+class RenderError(RuntimeError):
+    """Blender failed on a clip (crash, timeout, bad scene); the message says why. The farm marks the
+    clip failed."""
+
+
+@dataclass
+class RenderJob:
+    """Everything Blender needs for one clip, as plain arrays. Vertices are in body coordinates (before the
+    yaw); the camera carries the yaw as `world_from_body`."""
+
+    spec: ClipSpec
+    vertices: np.ndarray  # (T, V, 3) float32
+    faces: np.ndarray  # (F, 3) int32
+    vt: np.ndarray  # (Nvt, 2) float32 UVs
+    ft: np.ndarray  # (F, 3) int32 UV index per face corner
+    face_parts: np.ndarray  # (F,) uint8 part label 1..24 (the material index + 1)
+    texture: np.ndarray  # (H, W, 3) uint8 sRGB
+    background: np.ndarray  # (height, width, 3) uint8 sRGB, the camera's size
+    camera: Camera
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.vertices.shape[0])
+
+
+@dataclass
+class RenderResult:
+    """Per-frame passes, (T, H, W, ...), in the conventions of this module's docstring."""
+
+    rgb: np.ndarray  # uint8 (T, H, W, 3), composited over the background
+    alpha: np.ndarray  # float32 (T, H, W), the render's coverage before compositing
+    depth: np.ndarray  # float32 (T, H, W)
+    normal: np.ndarray  # float32 (T, H, W, 3)
+    flow: np.ndarray  # float32 (T, H, W, 2)
+    segm: np.ndarray  # uint8 (T, H, W)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: "setup", "render", "read"
+    software: dict[str, str] = field(default_factory=dict)  # e.g. {"blender": "5.0.1"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    engine: Literal["cycles", "eevee"] = "cycles"
+    device: Literal["cpu", "cuda", "optix"] = "cpu"
+    samples: int = 1
+    threads: int = 0  # 0: all cores
+    memory_limit_mb: int = 4096  # a warm process whose RSS passes this is recycled after its clip
+    timeout_s: float = 1800.0  # one clip
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RenderOptions:
+        return cls(
+            engine=settings.engine,
+            device=settings.device,
+            samples=settings.samples,
+            memory_limit_mb=getattr(settings, "render_memory_limit_mb", cls.memory_limit_mb),
+            # Below Celery's soft limit (90% of the clip's time limit, farm.core.celery_app), so a hung Blender is
+            # stopped here, with its reason and log, before Celery interrupts the task from outside.
+            timeout_s=0.8 * getattr(settings, "clip_time_limit_s", cls.timeout_s / 0.8),
+        )
+
+
+class Renderer(Protocol):
+    def render(
+        self, job: RenderJob, progress: Progress | None = None, sink: FrameSink | None = None
+    ) -> RenderResult: ...
+
+    def close(self) -> None: ...
+
+
+def scratch_dir(need_bytes: int = 0) -> str | None:
+    """A RAM-backed folder for transient pass files (/dev/shm) when it has room, else the default temp."""
+    try:
+        st = os.statvfs("/dev/shm")
+        if os.access("/dev/shm", os.W_OK) and st.f_bavail * st.f_frsize > 2 * need_bytes + (256 << 20):
+            return "/dev/shm"
+    except OSError:
+        pass
+    return None
