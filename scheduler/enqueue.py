@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from farm.core.db import utcnow
 from farm.core.errors import FarmError
 from farm.core.models import Asset, Catalog, Clip, ClipStatus, Sequence
+from farm.core.settings import Settings
 from farm.core.spec import ClipSpec, Convention, MotionRef, Split, check_safe_name
 from scheduler.plan import PlannedClip, iter_plan
 from scheduler.sampler import (
@@ -245,7 +246,7 @@ def store_clips(
 
 
 def enqueue(
-    settings: Any,
+    settings: Settings,
     selection: Selection,
     dry_run: bool = False,
     progress: Callable[[str, int, int], None] = lambda stage, done, total: None,

@@ -27,7 +27,7 @@ from farm.core.celery_app import celery_for, send_render_tasks
 from farm.core.errors import FarmError
 from farm.core.settings import Settings
 from farm.core.spec import ClipSpec
-from farm.core.storage import Stored
+from farm.core.storage import Storage, Stored
 from worker import claims
 
 T = TypeVar("T")
@@ -105,7 +105,7 @@ class WorkerContext:
     settings: Settings
     name: str
     produce: Producer
-    storage: Any  # farm.core.storage.Storage
+    storage: Storage
     device: str = "cpu"
     heartbeat_at: float = float("-inf")  # never yet
     keeper: LeaseKeeper = field(init=False)
@@ -188,7 +188,7 @@ class LeaseKeeper:
 
 
 def store_files(
-    storage: Any, folder: Path, files: list[Path], keeper: LeaseKeeper
+    storage: Storage, folder: Path, files: list[Path], keeper: LeaseKeeper
 ) -> dict[str, dict[str, Any]] | None:
     """Upload every file under its path relative to `folder` (which mirrors the storage root), in order, so
     the manifest (the last file) last. Returns {key: {"sha256", "size"}} for the clip's row, or None as soon

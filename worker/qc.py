@@ -27,13 +27,16 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from farm.core.errors import FarmError
 from farm.render.camera import project_with_info
 from farm.render.job import BACKGROUND_DEPTH
+
+if TYPE_CHECKING:
+    from farm.core.storage import Storage
 
 MAX_LABEL = 24
 # How far stored joints2D may lie from the projection of joints3D: the surreal convention rounds them to whole
@@ -454,7 +457,7 @@ def qc_folder(root: Path, threads: int = 2) -> Iterator[ClipQuality]:
     return _in_order(lambda c: ClipQuality(c[1], str(c[0]), assess_files(*c)), clips, threads)
 
 
-def qc_stored(specs: Iterable[dict[str, Any]], storage: Any, threads: int = 2) -> Iterator[ClipQuality]:
+def qc_stored(specs: Iterable[dict[str, Any]], storage: Storage, threads: int = 2) -> Iterator[ClipQuality]:
     """The clips of these specs, read back from `storage` (farm.core.storage.Storage): a local folder is read in
     place, S3 objects are downloaded into a temporary folder first. A storage that fails (not merely a
     missing object) stops with its FarmError."""

@@ -13,9 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from farm.core.errors import FarmError
+
+if TYPE_CHECKING:
+    from farm.core.settings import Settings
 
 DEMO_MOTIONS = ("walk", "run", "jump", "wave")  # the first train sequence of each, clip 1 of run 0
 DEMO_TIMEOUT_S = 900
@@ -32,7 +35,7 @@ def demo_settings(folder: Path) -> dict[str, str]:
     }
 
 
-def plan_demo(settings: Any) -> list[int]:
+def plan_demo(settings: Settings) -> list[int]:
     """Store one clip of each demo motion (idempotent); returns their clip ids."""
     from sqlalchemy import select
 
@@ -124,7 +127,7 @@ def run_demo(folder: Path, progress: Any) -> dict[str, Any]:
     return _report(settings, ids, folder)
 
 
-def _frames(settings: Any, ids: list[int]) -> int:
+def _frames(settings: Settings, ids: list[int]) -> int:
     from sqlalchemy import func, select
 
     from farm.core.db import session_scope
@@ -136,7 +139,7 @@ def _frames(settings: Any, ids: list[int]) -> int:
         )
 
 
-def _report(settings: Any, ids: list[int], folder: Path) -> dict[str, Any]:
+def _report(settings: Settings, ids: list[int], folder: Path) -> dict[str, Any]:
     from sqlalchemy import select
 
     from farm.core.db import session_scope

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from farm.core.errors import FarmError
 from farm.core.spec import ClipSpec
 
+if TYPE_CHECKING:
+    from farm.core.settings import Settings
 
-def resolve_spec(settings: Any, sequence: str, run: int, clip: int) -> tuple[ClipSpec, str]:
+
+def resolve_spec(settings: Settings, sequence: str, run: int, clip: int) -> tuple[ClipSpec, str]:
     """The clip's spec from the database if it was planned, else planned now with the same seed rule.
 
     Returns (spec, "database" | "planned"); nothing is written to the database or enqueued.

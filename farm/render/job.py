@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from farm.core.spec import ClipSpec
+
+if TYPE_CHECKING:
+    from farm.core.settings import Settings
 from farm.render.camera import Camera
 
 BACKGROUND_DEPTH = 1e10
@@ -74,7 +77,7 @@ class RenderOptions:
     timeout_s: float = 1800.0  # one clip
 
     @classmethod
-    def from_settings(cls, settings: Any) -> RenderOptions:
+    def from_settings(cls, settings: Settings) -> RenderOptions:
         return cls(
             engine=settings.engine,
             device=settings.device,

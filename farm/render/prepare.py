@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from farm.core.settings import Settings
 from farm.core.spec import ClipSpec
 from farm.render.camera import make_camera
 from farm.render.job import RenderJob
@@ -25,7 +25,7 @@ class PreparedClip:
     joints: np.ndarray  # (T, 24, 3) world metres (with the yaw)
 
 
-def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Any = None) -> PreparedClip:
+def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Settings | None = None) -> PreparedClip:
     """Motion, body evaluation, assets and camera for a clip: everything before Blender.
 
     `frames` renders only the clip's first N frames; the job's spec then says frame_count = N.
