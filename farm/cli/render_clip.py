@@ -69,14 +69,11 @@ def render_clip(
     ),
 ) -> None:
     """Render one clip (or its first N frames) to a local folder, with a progress bar."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from farm.cli.console import err, progress_bar
     from farm.core.settings import get_settings, with_convention
     from farm.render.client import BlenderProcessRenderer
     from farm.render.job import RenderError, RenderOptions
-    from farm.render.prepare import prepare_clip
-    from worker.output import ClipWriter
+    from worker.output import render_clip_files
 
     settings = with_convention(get_settings(), convention)
     if engine not in (None, "cycles", "eevee"):
@@ -90,35 +87,25 @@ def render_clip(
         samples=options.samples,
         memory_limit_mb=options.memory_limit_mb,
     )
-    console = Console(stderr=True)
     spec, source = resolve_spec(settings, sequence, run, clip)
     if convention is not None:  # also over a stored spec: the option says how to write this copy
         spec = spec.model_copy(update={"convention": convention})
-    console.print(f"{spec.name}: spec {'from the database' if source == 'database' else 'planned now'}")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("body and assets", total=None)
-        prepared = prepare_clip(spec, frames=frames, settings=settings)
-        total = prepared.job.frame_count
-        progress.update(task, description="rendering", total=total, completed=0)
-        writer = ClipWriter(out, prepared.job.spec)  # writes frames as they arrive
+    err.print(f"{spec.name}: spec {'from the database' if source == 'database' else 'planned now'}")
+    with progress_bar() as bar, BlenderProcessRenderer(options) as renderer:
+        task = bar.add_task("body and assets", total=None)
+
+        def show(done: int, total: int) -> None:
+            stage = "rendering" if done < total else "writing files"
+            bar.update(task, description=stage, total=total, completed=done)
+
         try:
-            with BlenderProcessRenderer(options) as renderer:
-                try:
-                    result = renderer.render(
-                        prepared.job, lambda done, _: progress.update(task, completed=done), writer.feed
-                    )
-                except RenderError as e:
-                    raise FarmError(f"Blender failed on {spec.name}: {e}") from e
-            progress.update(task, description="writing files")
-            job = prepared.job
-            files = writer.finish(result, prepared.poses, prepared.joints, job.camera, result.software)
-        finally:
-            writer.abort()
-    console.print(f"wrote {total} frames to {files.directory}")
+            files = render_clip_files(spec, renderer, out, frames=frames, progress=show, settings=settings)
+        except RenderError as e:
+            raise FarmError(f"Blender failed on {spec.name}: {e}") from e
+    err.print(f"wrote {files.frames} frames to {files.directory}")
     if files.qc:  # the writer's quality gate passed; what it measured
         qc = files.qc
-        console.print(
+        err.print(
             f"quality gate passed: body in {qc['frames_with_body']} of {qc['frames']} frames, "
             f"{qc['joints_in_image']:.0%} of joints in the image",
             highlight=False,
@@ -127,4 +114,4 @@ def render_clip(
         from worker.contact_sheet import contact_sheet_for_clip
 
         contact_sheet_for_clip(files.directory, spec.name, contact_sheet)
-        console.print(f"contact sheet: {contact_sheet}")
+        err.print(f"contact sheet: {contact_sheet}")
