@@ -104,3 +104,12 @@ def _bpy_importers() -> list[tuple[str, Path]]:
                 if any(n == "bpy" or n.startswith("bpy.") for n in names):
                     found.append((".".join(path.relative_to(ROOT).with_suffix("").parts), path))
     return found
+
+
+def test_blender_imports_only_the_render_protocol_and_its_maths() -> None:
+    """blender/ takes a plain job and returns arrays: it knows nothing of the database, Celery or storage."""
+    allowed = {"farm.render.job", "farm.render.camera", "farm.render.lighting", "farm.core.spec"}
+    used = {
+        d for m, deps in imports().items() if room_of(m) == "blender" for d in deps if room_of(d) != "blender"
+    }
+    assert used <= allowed, used - allowed
