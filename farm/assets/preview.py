@@ -70,7 +70,7 @@ def render_panel(
     return np.asarray(img)
 
 
-def contact_sheet(out: Path, settings: Settings | None = None) -> Path:
+def body_sheet(out: Path, settings: Settings | None = None) -> Path:
     """Rows: female, male, neutral. Columns: shapes (betas) and poses, coloured by part label; one textured."""
     from PIL import Image, ImageDraw
 

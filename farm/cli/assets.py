@@ -86,6 +86,6 @@ def preview(
     """Write a PNG contact sheet of the free bodies in several shapes and poses (no Blender needed)."""
     from pathlib import Path
 
-    from farm.assets.preview import contact_sheet
+    from farm.assets.preview import body_sheet
 
-    typer.echo(f"wrote {contact_sheet(Path(out))}")
+    typer.echo(f"wrote {body_sheet(Path(out))}")

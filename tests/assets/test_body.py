@@ -325,9 +325,9 @@ def test_user_texture_files_are_read_safely(tmp_path: Path, monkeypatch: pytest.
 def test_preview_writes_a_contact_sheet(body_settings: Settings, tmp_path: Path) -> None:
     from PIL import Image
 
-    from farm.assets.preview import PANEL, contact_sheet
+    from farm.assets.preview import PANEL, body_sheet
 
-    path = contact_sheet(tmp_path / "sheet.png", body_settings)
+    path = body_sheet(tmp_path / "sheet.png", body_settings)
     with Image.open(path) as img:
         assert img.size == (6 * PANEL, 3 * PANEL)
         pixels = np.asarray(img.convert("RGB"))
