@@ -184,14 +184,10 @@ def test_a_clip_failing_the_gate_is_not_done_and_farm_qc_checks_the_stored_ones(
 
     farm_env(max_attempts="1")
     if where == "s3":
-        from seaweed import ACCESS_KEY, SECRET_KEY
-
         seaweed = request.getfixturevalue("seaweed")
         seaweed.ensure_running()
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         prefix = f"qc-{np.random.default_rng().integers(1 << 32):08x}"
-        farm_env(storage_url=f"s3://{seaweed.bucket}/{prefix}", s3_endpoint_url=seaweed.endpoint)
+        farm_env(storage_url=f"s3://{seaweed.bucket}/{prefix}", **request.getfixturevalue("s3_credentials"))
     assert farm("catalog", "import", "builtin").code == 0
     assert (
         json.loads(farm("enqueue", "--sequences", "builtin_all", "--limit", "2", "--json").out)["new_clips"]

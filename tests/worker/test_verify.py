@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import typer
-from seaweed import ACCESS_KEY, SECRET_KEY
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -30,10 +29,8 @@ def done_clips(request, farm, farm_env, tmp_path, monkeypatch):  # type: ignore[
     else:
         seaweed = request.getfixturevalue("seaweed")
         seaweed.ensure_running()
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         prefix = f"verify-{os.urandom(4).hex()}"
-        farm_env(storage_url=f"s3://{seaweed.bucket}/{prefix}", s3_endpoint_url=seaweed.endpoint)
+        farm_env(storage_url=f"s3://{seaweed.bucket}/{prefix}", **request.getfixturevalue("s3_credentials"))
     assert farm("catalog", "import", "builtin").code == 0
     assert farm("enqueue", "--sequences", "builtin_all", "--limit", "3").code == 0
     settings = get_settings()
