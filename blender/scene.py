@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import bpy
 import numpy as np
@@ -26,6 +27,9 @@ from blender.exr import read_exr
 from blender.passes import convert_frame, srgb_to_linear
 from farm.render.job import Progress, RenderError, RenderJob, RenderOptions, RenderResult, scratch_dir
 from farm.render.lighting import sh_weights
+
+if TYPE_CHECKING:  # only in the fake-bpy-module stubs
+    from bpy.stub_internal.rna_enums import NodeVecMathItems
 
 PARTS = 24
 _GROUP = "surreal_shading"
@@ -51,7 +55,9 @@ class SceneRenderer:
         self._texture_key: str | None = None
         self._clips = 0
         bpy.ops.wm.read_factory_settings(use_empty=True)
-        self.scene = bpy.context.scene
+        scene = bpy.context.scene
+        assert scene is not None  # the factory settings hold one scene
+        self.scene = scene
         self._configure_render()
         self._build_shading()
         cam_data = bpy.data.cameras.new("camera")
@@ -74,7 +80,9 @@ class SceneRenderer:
         if o.threads:
             r.threads_mode = "FIXED"
             r.threads = o.threads
-        s.view_settings.view_transform = "Standard"
+        view = s.view_settings
+        assert view is not None
+        view.view_transform = "Standard"  # type: ignore[assignment]  # run-time enum; stubs: "NONE"
         f = r.image_settings
         f.media_type = "MULTI_LAYER_IMAGE"
         f.file_format = "OPEN_EXR_MULTILAYER"
@@ -87,8 +95,9 @@ class SceneRenderer:
         vl.use_pass_normal = True
         vl.use_pass_vector = True
         if o.engine == "cycles":
-            r.engine = "CYCLES"
-            c = s.cycles
+            r.engine = "CYCLES"  # type: ignore[assignment]  # run-time enum; stubs: EEVEE only
+            c = s.cycles  # the Cycles add-on's settings: untyped (Any) in the stubs
+            assert c is not None
             c.samples = o.samples
             c.use_adaptive_sampling = False
             c.use_denoising = False
@@ -107,16 +116,23 @@ class SceneRenderer:
             self._setup_cycles_device(o.device)
         else:
             r.engine = "BLENDER_EEVEE"
-            s.eevee.taa_render_samples = o.samples
+            eevee = s.eevee
+            assert eevee is not None
+            eevee.taa_render_samples = o.samples
             aov = vl.aovs.add()
             aov.name = "segm"
             aov.type = "VALUE"
 
     def _setup_cycles_device(self, device: str) -> None:
+        c = self.scene.cycles
+        assert c is not None
         if device == "cpu":
-            self.scene.cycles.device = "CPU"
+            c.device = "CPU"
             return
-        prefs = bpy.context.preferences.addons["cycles"].preferences
+        preferences = bpy.context.preferences
+        assert preferences is not None
+        # CyclesPreferences is defined in Python by the add-on; the stubs know only the AddonPreferences base.
+        prefs: Any = preferences.addons["cycles"].preferences
         prefs.compute_device_type = device.upper()
         prefs.get_devices()
         gpus = [d for d in prefs.devices if d.type == device.upper()]
@@ -124,39 +140,48 @@ class SceneRenderer:
             raise RenderError(f"no {device.upper()} device is visible to Blender; set FARM_DEVICE=cpu")
         for d in prefs.devices:
             d.use = d in gpus
-        self.scene.cycles.device = "GPU"
+        c.device = "GPU"
 
     def _build_shading(self) -> None:
         """One node group: emission = texture colour x SH irradiance of the camera-frame normal."""
-        g = bpy.data.node_groups.new(_GROUP, "ShaderNodeTree")
+        g = cast(bpy.types.ShaderNodeTree, bpy.data.node_groups.new(_GROUP, "ShaderNodeTree"))
+        assert g.interface is not None
         g.interface.new_socket("Shader", in_out="OUTPUT", socket_type="NodeSocketShader")
         nodes, links = g.nodes, g.links
 
-        def vmath(op: str, a, b) -> bpy.types.Node:  # noqa: ANN001
+        # nodes.new returns a plain Node (the type is a string), so the node's own settings and its typed
+        # sockets are reached through casts. The stubs' typed nodes declare their sockets optional, so the
+        # wiring goes through the plain Node.
+        def vmath(
+            op: NodeVecMathItems,
+            a: bpy.types.NodeSocket | tuple[float, float, float],
+            b: bpy.types.NodeSocket | tuple[float, float, float],
+        ) -> bpy.types.Node:
             n = nodes.new("ShaderNodeVectorMath")
-            n.operation = op
+            cast(bpy.types.ShaderNodeVectorMath, n).operation = op
             for sock, src in zip(n.inputs[:2], (a, b), strict=True):
                 if isinstance(src, bpy.types.NodeSocket):
                     links.new(src, sock)
                 else:
-                    sock.default_value = src
+                    cast(bpy.types.NodeSocketVector, sock).default_value = src
             return n
 
-        def add(a, b) -> bpy.types.Node:  # noqa: ANN001
+        def add(a: bpy.types.NodeSocket | float, b: bpy.types.NodeSocket | float) -> bpy.types.Node:
             n = nodes.new("ShaderNodeMath")
-            n.operation = "ADD"
+            cast(bpy.types.ShaderNodeMath, n).operation = "ADD"
             for sock, src in zip(n.inputs[:2], (a, b), strict=True):
                 if isinstance(src, bpy.types.NodeSocket):
                     links.new(src, sock)
                 else:
-                    sock.default_value = src
+                    cast(bpy.types.NodeSocketFloat, sock).default_value = src
             return n
 
         geo = nodes.new("ShaderNodeNewGeometry")
         to_cam = nodes.new("ShaderNodeVectorTransform")
-        to_cam.vector_type = "NORMAL"
-        to_cam.convert_from = "WORLD"
-        to_cam.convert_to = "CAMERA"
+        transform = cast(bpy.types.ShaderNodeVectorTransform, to_cam)
+        transform.vector_type = "NORMAL"
+        transform.convert_from = "WORLD"
+        transform.convert_to = "CAMERA"
         links.new(geo.outputs["Normal"], to_cam.inputs[0])
         n = vmath("MULTIPLY", to_cam.outputs[0], (1.0, -1.0, -1.0)).outputs[0]  # OpenCV camera frame
         sep = nodes.new("ShaderNodeSeparateXYZ")
@@ -174,9 +199,9 @@ class SceneRenderer:
         s2 = add(s1.outputs[0], self._sh_cross.outputs["Value"])
         self._sh_const = add(s2.outputs[0], 0.0)
         tex = nodes.new("ShaderNodeTexImage")
-        tex.interpolation = "Linear"
-        tex.extension = "EXTEND"
-        self._texture_node = tex
+        self._texture_node = cast(bpy.types.ShaderNodeTexImage, tex)
+        self._texture_node.interpolation = "Linear"
+        self._texture_node.extension = "EXTEND"
         emit = nodes.new("ShaderNodeEmission")
         links.new(tex.outputs["Color"], emit.inputs["Color"])
         links.new(self._sh_const.outputs[0], emit.inputs["Strength"])
@@ -184,21 +209,24 @@ class SceneRenderer:
         links.new(emit.outputs[0], out.inputs[0])
 
         # One material per part: the pass index is the segmentation label.
-        self.materials = []
+        self.materials: list[bpy.types.Material] = []
         for label in range(1, PARTS + 1):
             m = bpy.data.materials.new(f"part{label:02d}")
             m.use_nodes = True
             m.pass_index = label
-            m.cycles.emission_sampling = "NONE"  # emission is the shading, not a light to sample
+            mc = m.cycles
+            assert mc is not None
+            mc.emission_sampling = "NONE"  # emission is the shading, not a light to sample
             mt = m.node_tree
+            assert mt is not None  # use_nodes made it
             mt.nodes.clear()
             grp = mt.nodes.new("ShaderNodeGroup")
-            grp.node_tree = g
+            cast(bpy.types.ShaderNodeGroup, grp).node_tree = g
             mo = mt.nodes.new("ShaderNodeOutputMaterial")
             mt.links.new(grp.outputs[0], mo.inputs["Surface"])
             aov = mt.nodes.new("ShaderNodeOutputAOV")  # EEVEE has no material-index pass
-            aov.aov_name = "segm"
-            aov.inputs["Value"].default_value = float(label)
+            cast(bpy.types.ShaderNodeOutputAOV, aov).aov_name = "segm"
+            cast(bpy.types.NodeSocketFloat, aov.inputs["Value"]).default_value = float(label)
             self.materials.append(m)
 
     # ---- per clip --------------------------------------------------------------------------------------
@@ -218,7 +246,7 @@ class SceneRenderer:
         if faces.min() < 0 or faces.max() >= nv:
             raise RenderError(f"faces index vertices outside 0..{nv - 1}")
         if self.body is not None:
-            mesh = self.body.data
+            mesh = cast(bpy.types.Mesh, self.body.data)
             bpy.data.objects.remove(self.body)
             bpy.data.meshes.remove(mesh)
             self.body, self._mesh_key = None, None
@@ -238,7 +266,7 @@ class SceneRenderer:
         me.shade_smooth()
         body = bpy.data.objects.new("body", me)
         self.scene.collection.objects.link(body)
-        cache = body.modifiers.new("motion", "MESH_CACHE")
+        cache = cast(bpy.types.MeshCacheModifier, body.modifiers.new("motion", "MESH_CACHE"))
         cache.cache_format = "PC2"
         cache.frame_start = 1  # scene frame 1 is cache sample 0 (clip frame 0)
         cache.interpolation = "NONE"
@@ -258,20 +286,22 @@ class SceneRenderer:
                 bpy.data.images.remove(img)
             img = bpy.data.images.new("texture", w, h, alpha=False)
             # Set before the pixels: changing the colour space of a generated image regenerates it.
-            img.colorspace_settings.name = "sRGB"
+            assert img.colorspace_settings is not None
+            img.colorspace_settings.name = "sRGB"  # type: ignore[assignment]  # run-time enum; stubs: "NONE"
             self._texture_node.image = img
         rgba = np.ones((h, w, 4), dtype=np.float32)
         rgba[..., :3] = tex[::-1] / 255.0  # Blender stores rows bottom-up
-        img.pixels.foreach_set(rgba.ravel())
+        img.pixels.foreach_set(rgba.ravel())  # type: ignore[attr-defined]  # stubs: pixels is a float
         img.update()
         self._texture_key = key
 
     def _set_light(self, light: tuple[float, ...]) -> None:
         a0, a, b, d = sh_weights(light)
-        self._sh_linear.inputs[1].default_value = a
-        self._sh_square.inputs[1].default_value = b
-        self._sh_cross.inputs[1].default_value = d
-        self._sh_const.inputs[1].default_value = a0
+        # inputs[1] of the Vector Math dot products is a vector socket, of the Math add a float socket.
+        cast(bpy.types.NodeSocketVector, self._sh_linear.inputs[1]).default_value = a
+        cast(bpy.types.NodeSocketVector, self._sh_square.inputs[1]).default_value = b
+        cast(bpy.types.NodeSocketVector, self._sh_cross.inputs[1]).default_value = d
+        cast(bpy.types.NodeSocketFloat, self._sh_const.inputs[1]).default_value = a0
 
     def _set_camera(self, job: RenderJob) -> None:
         cam = job.camera
@@ -280,7 +310,7 @@ class SceneRenderer:
             raise RenderError("the renderer expects landscape images (width >= height)")
         s = self.scene
         s.render.resolution_x, s.render.resolution_y = w, h
-        c = self.camera.data
+        c = cast(bpy.types.Camera, self.camera.data)  # the object made from a Camera in __init__
         c.sensor_fit = "HORIZONTAL"
         c.sensor_width = job.spec.camera.sensor_mm
         c.lens = float(cam.K[0, 0]) * c.sensor_width / w
@@ -325,7 +355,7 @@ class SceneRenderer:
         cache = clipdir / "motion.pc2"
         _write_pc2(cache, job.vertices)
         assert self.body is not None
-        self.body.modifiers["motion"].filepath = str(cache)
+        cast(bpy.types.MeshCacheModifier, self.body.modifiers["motion"]).filepath = str(cache)
         s = self.scene
         s.frame_start, s.frame_end = 1, T
         s.render.fps = job.spec.fps

@@ -16,6 +16,7 @@ import dataclasses
 import sys
 import traceback
 from multiprocessing.connection import Connection
+from typing import Any
 
 from farm.render.job import RESULT_ARRAYS
 
@@ -39,11 +40,15 @@ def serve(conn: Connection) -> None:
                 if scene is None:
                     raise RuntimeError("render before init")
                 job, out_dir = payload
-                result = scene.render(
-                    job, lambda done, total, of=job_id: conn.send(("progress", of, (done, total))), out_dir
-                )
+
+                def progress(done: int, total: int, of: object = job_id) -> None:
+                    conn.send(("progress", of, (done, total)))
+
+                result = scene.render(job, progress, out_dir)
                 if out_dir is not None:  # the arrays are files in out_dir: send only the rest
-                    result = dataclasses.replace(result, **{k: None for k in RESULT_ARRAYS})
+                    # None in the array fields while in transit; the parent maps the files in their place.
+                    no_arrays: dict[str, Any] = {k: None for k in RESULT_ARRAYS}
+                    result = dataclasses.replace(result, **no_arrays)
                 conn.send(("ok", job_id, result))
             else:
                 raise RuntimeError(f"unknown message {kind!r}")
