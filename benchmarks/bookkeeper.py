@@ -116,13 +116,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is printed)")
     args = parser.parse_args()
 
+    from bookkeeper_server import Background  # in tests/, which scratch puts on the path
     from rich.console import Console
     from rich.table import Table
     from sqlalchemy import text
 
     from farm.core import db
     from farm.core.settings import get_settings
-    from farm.dashboard.app import Background
 
     with (
         scratch_farm(args.pg, args.redis, keep=args.keep) as scratch,

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bookkeeper_server import Background
 from conftest import service_missing
 from sqlalchemy import create_engine, insert, select, text, update
 
 from farm.core.db import utcnow
 from farm.core.models import Clip, WorkerRecord
 from farm.core.settings import get_settings
-from farm.dashboard.app import Background, thumbnail_key
+from farm.dashboard.app import thumbnail_key
 
 pytestmark = pytest.mark.services
 
