@@ -8,7 +8,6 @@ seeds. A user background is an image file of any size, scaled to cover the frame
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from farm.core.errors import FarmError
+from farm.core.seeding import keyed_rng
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -94,7 +94,7 @@ def _parse_builtin(uri: str) -> tuple[str, int]:
 
 
 def _builtin_rng(split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([_SEED, zlib.crc32(split.encode()), index]))
+    return keyed_rng(_SEED, split, index)  # the split counts as its crc32
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def _render_room(rng: np.random.Generator, width: int, height: int) -> NDArray[n
     # Camera look: vignetting, exposure, sensor noise, a little blur like a JPEG photo.
     r2 = ((xs - width / 2) ** 2 + (ys - height / 2) ** 2) / (width**2 / 4 + height**2 / 4)
     rgb *= (1 - rng.uniform(0.15, 0.4) * r2)[..., None] * rng.uniform(0.85, 1.15)
-    noise_rng = np.random.default_rng(rng.integers(2**32))
+    noise_rng = keyed_rng(int(rng.integers(2**32)))
     rgb += noise_rng.normal(0, 0.012, rgb.shape)
     image = (np.clip(rgb, 0, 1) ** (1 / 1.15) * 255 + 0.5).astype(np.uint8)
     from PIL import Image, ImageFilter

@@ -14,7 +14,6 @@ negative x.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from farm.core.errors import FarmError
+from farm.core.seeding import keyed_rng
 
 BUILTIN_RATE = 120.0
 KINDS = ("walk", "run", "jump", "turn", "wave", "squat", "kick", "sit", "reach")
@@ -97,9 +97,8 @@ class BuiltinMotion:
 
 
 def _rng(*parts: str | int) -> np.random.Generator:
-    """A generator from stable integers; strings go through crc32 because hash() is salted per process."""
-    keys = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
-    return np.random.default_rng(np.random.SeedSequence([_LIBRARY_SEED, *keys]))
+    """The library's generator for these keys (strings count as their crc32: see farm.core.seeding)."""
+    return keyed_rng(_LIBRARY_SEED, *parts)
 
 
 def _takes(kind: str, subject: int) -> int:

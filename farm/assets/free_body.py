@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from farm.core.errors import FarmError
+from farm.core.seeding import keyed_rng
 
 FREE_BODY_VERSION = 2
 GENDERS = ("female", "male", "neutral")
@@ -408,7 +409,7 @@ def clean_part_labels(labels: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 def _build_gender(model: Any, gender: str, base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     t0 = time.perf_counter()
-    rng = np.random.default_rng(SEEDS[gender])
+    rng = keyed_rng(SEEDS[gender])
     phen = sample_phenotypes(model, gender, SAMPLES_PER_GENDER, rng)
     verts, joints = pose_tpose(model, phen)
     verts = verts @ _ANNY_TO_SMPL.T

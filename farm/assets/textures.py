@@ -1,15 +1,14 @@
 """Clothing textures: procedural ones in the free body's UV layout, and users' image files.
 
 A built-in texture is named `builtin:texture/<gender>/<split>/<NNNN>` and generated from that name alone (its seed
-is a stable hash of the uri): a skin tone, hair, a top (short or long sleeves), trousers or shorts and shoes, each
-garment plain, striped, checked or noisy. Regions come from the body's part labels mapped into UV space, and
+is a stable hash of the uri, farm.core.seeding.text_seed): a skin tone, hair, a top (short or long sleeves), trousers
+or shorts and shoes, each garment plain, striped, checked or noisy. Regions come from the body's part labels mapped into UV space, and
 patterns are laid out on the 3D rest body, so stripes run around the body rather than across UV islands.
 Images are (H,W,3) uint8 with row 0 at the top (v = 1), as image files are stored.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from farm.core.errors import FarmError
+from farm.core.seeding import keyed_rng, text_seed
 from farm.core.settings import Settings, get_settings
 
 BUILTIN_TEXTURES_PER_GENDER = {"train": 200, "test": 50}
@@ -53,11 +53,6 @@ def builtin_texture_uris(gender: str, split: str) -> list[str]:
     if gender not in ("female", "male") or split not in BUILTIN_TEXTURES_PER_GENDER:
         raise ValueError(f"no built-in textures for gender {gender!r} and split {split!r}")
     return [f"builtin:texture/{gender}/{split}/{i:04d}" for i in range(BUILTIN_TEXTURES_PER_GENDER[split])]
-
-
-def uri_seed(uri: str) -> int:
-    """A stable 64-bit seed from a name (Python's hash() changes between processes)."""
-    return int.from_bytes(hashlib.sha256(uri.encode()).digest()[:8], "little")
 
 
 def load_texture(uri: str, size: int = TEXTURE_SIZE, settings: Settings | None = None) -> np.ndarray:
@@ -236,7 +231,7 @@ def _fabric(rng: np.random.Generator, pos: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _builtin_texture(uri: str, gender: str, size: int, cache_dir: str) -> np.ndarray:
-    rng = np.random.default_rng(uri_seed(uri))
+    rng = keyed_rng(text_seed(uri))  # the 64-bit sha256 seed of the uri
     layout = uv_layout(size, cache_dir)
     zone, pos = layout.zone.ravel(), layout.position.reshape(-1, 3).astype(np.float64)
     skin = _SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.9, 1.08, 3)
