@@ -9,7 +9,7 @@
 
 `kind="free"` is the anny-based body of `farm.assets.free_body` (built once into settings.cache_dir). `kind="smpl"` reads
 the licensed SMPL files a user points FARM_SMPL_DIR at: the `.pkl` of every public release (the old ones hold
-chumpy objects; they are read by a restricted unpickler that rebuilds arrays and nothing else, without chumpy)
+chumpy objects; they are read by the restricted unpickler of farm.assets.smpl_pickle, without chumpy)
 or `.npz`. Both become one SMPL-format npz that `smplx.SMPL` is built from, so both run the same code.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import pickle
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from farm.assets.smpl_pickle import SMPL_URL, read_smpl_pickle
 from farm.core.errors import FarmError
 from farm.core.settings import Settings, get_settings
 
@@ -33,7 +33,6 @@ BodyKind = Literal["free", "smpl"]
 BodyGender = Literal["female", "male", "neutral"]
 NUM_JOINTS = 24
 NUM_BETAS = 10
-SMPL_URL = "https://smpl.is.tue.mpg.de"
 REQUIRED_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table")
 
 # What users have on disk, per gender, in the order we look for them.
@@ -179,94 +178,6 @@ def read_model_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: data[k] for k in (*REQUIRED_KEYS, "vt", "ft", "part_labels")}
     except (OSError, ValueError) as exc:
         raise FarmError(f"cannot read the body model file {path} ({exc}): rebuild or re-import it") from exc
-
-
-class _ChumpyArray:
-    """Stands in for chumpy.ch.Ch while unpickling old SMPL files: keeps the pickled state, whose 'x' is the array."""
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
-    """Python 3 pickles of protocol 2 rebuild bytes (array buffers) with _codecs.encode(text, 'latin1')."""
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refusing to decode bytes as {encoding!r}")
-    return text.encode("latin1")
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    import copyreg
-
-    import scipy.sparse
-
-    allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("chumpy.ch", "Ch"): _ChumpyArray,
-        ("copy_reg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]  # Python 2, protocol < 2
-        ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
-        ("__builtin__", "object"): object,
-        ("builtins", "object"): object,
-        ("__builtin__", "set"): set,  # chumpy keeps a set of dirty variables
-        ("builtins", "set"): set,
-        ("_codecs", "encode"): _latin1_bytes,
-    }
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = np.core.multiarray._reconstruct  # type: ignore[attr-defined]
-        allowed[(f"{core}.multiarray", "scalar")] = np.core.multiarray.scalar  # type: ignore[attr-defined]
-        allowed[(f"{core}.numeric", "_frombuffer")] = np.core.numeric._frombuffer  # type: ignore[attr-defined]
-    for module in ("scipy.sparse.csc", "scipy.sparse._csc"):
-        allowed[(module, "csc_matrix")] = scipy.sparse.csc_matrix
-    for module in ("scipy.sparse.csr", "scipy.sparse._csr"):
-        allowed[(module, "csr_matrix")] = scipy.sparse.csr_matrix
-    return allowed
-
-
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """Rebuilds numpy arrays, scipy sparse matrices and chumpy arrays; refuses every other global."""
-
-    def __init__(self, file: Any, path: Path) -> None:
-        super().__init__(file, encoding="latin1")
-        self._path = path
-        self._allowed = _allowed_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        found = self._allowed.get((module, name))
-        if found is None:
-            raise FarmError(
-                f"the SMPL file {self._path} contains {module}.{name}, which is not array data: refusing to load "
-                f"it; use an official SMPL file from {SMPL_URL}"
-            )
-        return found
-
-
-def _plain(value: Any, path: Path) -> Any:
-    """Chumpy stand-ins become their arrays; everything else stays as it is."""
-    if isinstance(value, _ChumpyArray):
-        state = value.state
-        if not isinstance(state, dict) or "x" not in state:
-            raise FarmError(
-                f"the SMPL file {path} holds a chumpy object without an array: use a v1.1.0 SMPL file"
-            )
-        return np.asarray(_plain(state["x"], path))
-    return value
-
-
-def read_smpl_pickle(path: Path) -> dict[str, Any]:
-    """A SMPL .pkl's dict with chumpy arrays replaced by numpy arrays, read without importing chumpy."""
-    with open(path, "rb") as fh:
-        try:
-            data = _ArraysOnlyUnpickler(fh, path).load()
-        except FarmError:
-            raise
-        except Exception as exc:  # a truncated or foreign pickle: say which file
-            raise FarmError(
-                f"cannot read the SMPL file {path} ({exc}): download it again from {SMPL_URL}"
-            ) from exc
-    if not isinstance(data, dict):
-        raise FarmError(f"the SMPL file {path} does not hold a dict of arrays: use an official SMPL file")
-    return {str(k): _plain(v, path) for k, v in data.items()}
 
 
 def read_smpl_file(path: Path) -> dict[str, Any]:
