@@ -10,7 +10,9 @@ from farm.core.settings import get_settings
 
 
 def bookkeeper(
-    host: str = typer.Option("0.0.0.0", help="Address to listen on (0.0.0.0: every interface)."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to listen on; any but this host's needs FARM_DASHBOARD_AUTH=user:password."
+    ),
     port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
 ) -> None:
     """Serve the dashboard (/), the JSON API (/api/...), /metrics and clip thumbnails from the database."""

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from farm.core.spec import Convention
@@ -48,6 +48,19 @@ class Settings(BaseSettings):
     # What the files' values mean: SURREAL's own (what existing SURREAL tools assume) or the clean one.
     convention: Convention = "surreal"
     render_memory_limit_mb: int = Field(default=4096, ge=256)  # a warm Blender process is recycled above this
+
+    # The dashboard's basic auth, "user:password" (as Flower's); required to listen beyond this host.
+    dashboard_auth: SecretStr | None = None
+
+    @field_validator("dashboard_auth")
+    @classmethod
+    def _user_and_password(cls, auth: SecretStr | None) -> SecretStr | None:
+        if auth is None or auth.get_secret_value() == "":
+            return None
+        user, _, password = auth.get_secret_value().partition(":")
+        if not user or not password:
+            raise ValueError("it must be user:password, both non-empty")
+        return auth
 
     @field_validator("s3_endpoint_url")
     @classmethod

@@ -8,6 +8,10 @@ inline SVG chart, so that the dashboard needs no JavaScript library and no inter
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
@@ -15,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
@@ -82,9 +87,17 @@ class Bookkeeper:
 
 
 class Base(tornado.web.RequestHandler):
+    open_to_all = False  # only the health check is
+
     def initialize(self, keeper: Bookkeeper) -> None:
         self.keeper = keeper
         self.target = keeper.settings.target_frames
+
+    def prepare(self) -> None:
+        auth = self.keeper.settings.dashboard_auth
+        if auth is None or self.open_to_all or basic_auth_matches(self.request, auth.get_secret_value()):
+            return
+        raise tornado.web.HTTPError(401, reason="credentials required (FARM_DASHBOARD_AUTH)")
 
     async def run(self, fn: Callable[[Session, datetime], Any]) -> Any:
         # Queries are blocking; a thread keeps the loop free for other requests meanwhile.
@@ -96,6 +109,8 @@ class Base(tornado.web.RequestHandler):
         self.finish(json.dumps(data))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 401:  # set here: tornado clears the headers before writing an error
+            self.set_header("WWW-Authenticate", 'Basic realm="surreal-farm"')
         exc = kwargs.get("exc_info", (None, None))[1]
         message = str(exc) if isinstance(exc, FarmError) else self._reason
         self.finish({"error": message})
@@ -108,6 +123,15 @@ class Base(tornado.web.RequestHandler):
             return int(raw)
         except ValueError:
             raise tornado.web.HTTPError(400, reason=f"{name}={raw!r} is not a whole number") from None
+
+
+class Health(Base):
+    """For load balancers and compose: answers without credentials, and says nothing about the farm."""
+
+    open_to_all = True
+
+    async def get(self) -> None:
+        self.send_json({"ok": True})
 
 
 class Progress(Base):
@@ -173,6 +197,7 @@ class Dashboard(Base):
 
 ROUTES: list[tuple[str, type[Base]]] = [
     (r"/", Dashboard),
+    (r"/healthz", Health),
     (r"/api/progress", Progress),
     (r"/api/clips", Clips),
     (r"/api/failures", Failures),
@@ -183,13 +208,39 @@ ROUTES: list[tuple[str, type[Base]]] = [
 ]
 
 
+def basic_auth_matches(request: tornado.httputil.HTTPServerRequest, expected: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        return False
+    return hmac.compare_digest(given, expected.encode())
+
+
 def make_app(settings: Settings) -> tornado.web.Application:
     keeper = Bookkeeper(settings)
     return tornado.web.Application([(path, handler, {"keeper": keeper}) for path, handler in ROUTES])
 
 
+def check_exposure(settings: Settings, host: str) -> None:
+    """Beyond this host the dashboard shows errors, storage paths and host names: only with credentials."""
+    if settings.dashboard_auth is not None or host == "localhost":
+        return
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    raise FarmError(
+        f"farm bookkeeper would listen on {host} without credentials: set FARM_DASHBOARD_AUTH=user:password, "
+        "or listen on 127.0.0.1"
+    )
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     """Serve until interrupted. The database is checked first, so a wrong URL fails at once."""
+    check_exposure(settings, host)
     ready_engine(settings.database_url)
     app = make_app(settings)
 

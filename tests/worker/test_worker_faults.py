@@ -121,7 +121,9 @@ def test_a_worker_failing_clips_in_a_row_pauses_hands_clips_back_and_comes_back(
     assert [w["name"] for w in status["paused_workers"]] == ["flaky:1"]
     assert "paused worker flaky:1 until" in " ".join(farm("status").out.split())
     from farm.core.db import utcnow
-    from farm.dashboard.app import dashboard_data, metrics_text, render_dashboard
+    from farm.dashboard.app import render_dashboard
+    from farm.dashboard.metrics import metrics_text
+    from farm.dashboard.queries import dashboard_data
 
     with session_scope(url) as session:
         page = render_dashboard(dashboard_data(session, 1000, utcnow()))
