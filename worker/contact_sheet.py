@@ -9,14 +9,14 @@ import numpy as np
 import scipy.io
 from PIL import Image, ImageDraw
 
-# SMPL kinematic tree (parent of each joint), for drawing the skeleton.
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+from farm.core.skeleton import NUM_JOINTS, PARENTS
+
 COLUMNS = ("rgb", "zoom: rgb + joints", "segmentation", "depth", "flow (hue = direction)", "normal")
 
 
 def part_colours() -> np.ndarray:
     """25 distinct colours: black background, then 24 parts spread around the hue circle."""
-    hues = (np.arange(24) * 7 % 24) / 24.0
+    hues = (np.arange(NUM_JOINTS) * 7 % NUM_JOINTS) / NUM_JOINTS
     rgb = np.stack([_hsv_to_rgb(h, 0.75, 1.0) for h in hues])
     return np.vstack([[0, 0, 0], rgb * 255]).astype(np.uint8)
 
@@ -56,7 +56,7 @@ def draw_joints(rgb: np.ndarray, joints2d: np.ndarray) -> np.ndarray:
     img = Image.fromarray(rgb)
     draw = ImageDraw.Draw(img)
     pts = [tuple(map(float, p)) for p in joints2d]
-    for j, parent in enumerate(SMPL_PARENTS):
+    for j, parent in enumerate(PARENTS):
         if parent >= 0:
             draw.line([pts[parent], pts[j]], fill=(255, 255, 0), width=1)
     for x, y in pts:
@@ -101,7 +101,7 @@ def contact_sheet(
         tiles = [
             rgb[t],
             draw_joints(fit(rgb[t]), crop_joints),
-            fit(colours[np.minimum(segm[t], 24)]),
+            fit(colours[np.minimum(segm[t], NUM_JOINTS)]),
             fit(colour_depth(depth[t], fg)),
             fit(colour_flow(flow[t], flow_scale)),
             fit(colour_normal(normal[t], fg)),

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from farm.core.errors import FarmError
 from farm.core.seeding import keyed_rng
+from farm.core.skeleton import NUM_JOINTS, PARENTS
 
 BUILTIN_RATE = 120.0
 KINDS = ("walk", "run", "jump", "turn", "wave", "squat", "kick", "sit", "reach")
@@ -45,9 +46,8 @@ _DURATION_S = {
     "reach": (5.0, 12.0),
 }
 
-# SMPL's kinematic tree and approximate rest joint positions (metres) of an average adult; enough for
-# placing the root on the ground, not a body model.
-PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+# Approximate rest joint positions (metres) of an average adult, on SMPL's tree (farm.core.skeleton); enough
+# for placing the root on the ground, not a body model.
 REST_JOINTS = np.array(
     [
         [0.000, -0.240, 0.028],  # 0 pelvis
@@ -246,7 +246,7 @@ class _Pose:
 
     def __init__(self, t: Array, style: _Style, rng: np.random.Generator) -> None:
         self.t = t
-        self.deg = np.zeros((len(t), 24, 3))
+        self.deg = np.zeros((len(t), NUM_JOINTS, 3))
         self.heading = np.full(len(t), rng.uniform(0, 2 * np.pi))
         self.pitch = np.zeros(len(t))
         self.roll = np.zeros(len(t))
@@ -314,7 +314,7 @@ class _Pose:
             "zxy",
             np.stack([np.deg2rad(self.roll), np.deg2rad(self.pitch), self.heading + np.deg2rad(self.yaw)], 1),
         )
-        rotvec = local.as_rotvec().reshape(frames, 24, 3)
+        rotvec = local.as_rotvec().reshape(frames, NUM_JOINTS, 3)
         rotvec[:, 0] = root.as_rotvec()
         poses = rotvec.reshape(frames, 72)
         return poses, self._translation(poses)
@@ -354,12 +354,12 @@ def approx_joint_positions(poses: NDArray[np.floating], trans: NDArray[np.floati
 
     poses = np.asarray(poses, dtype=np.float64)
     frames = len(poses)
-    rot = Rotation.from_rotvec(poses.reshape(-1, 3)).as_matrix().reshape(frames, 24, 3, 3)
+    rot = Rotation.from_rotvec(poses.reshape(-1, 3)).as_matrix().reshape(frames, NUM_JOINTS, 3, 3)
     world_rot = np.empty_like(rot)
-    pos = np.empty((frames, 24, 3))
+    pos = np.empty((frames, NUM_JOINTS, 3))
     world_rot[:, 0] = rot[:, 0]
     pos[:, 0] = REST_JOINTS[0] + np.asarray(trans, dtype=np.float64)
-    for j in range(1, 24):
+    for j in range(1, NUM_JOINTS):
         p = PARENTS[j]
         world_rot[:, j] = world_rot[:, p] @ rot[:, j]
         pos[:, j] = pos[:, p] + world_rot[:, p] @ (REST_JOINTS[j] - REST_JOINTS[p])

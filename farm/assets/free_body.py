@@ -37,6 +37,7 @@ import numpy as np
 
 from farm.core.errors import FarmError
 from farm.core.seeding import keyed_rng
+from farm.core.skeleton import NUM_JOINTS, PARENTS
 
 FREE_BODY_VERSION = 2
 GENDERS = ("female", "male", "neutral")
@@ -49,14 +50,6 @@ ANNY_TOPOLOGY = (
     "anny-noeyes-notongue"  # eyes and tongue are separate meshes; a single connected skin is simpler
 )
 SEEDS = {"female": 1001, "male": 1002, "neutral": 1003}  # one fixed named seed per gender
-
-SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
-    "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hand", "right_hand",
-)  # fmt: skip
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 
 
 def model_file_name(gender: str) -> str:
@@ -451,7 +444,7 @@ def _shared_arrays(model: Any) -> dict[str, np.ndarray]:
     """What every gender shares: faces, UVs, skinning weights, part labels, the kinematic tree."""
     faces = model.faces.numpy().astype(np.int64)
     labels = list(model.bone_labels)
-    to_joint = np.zeros((len(labels), 24))
+    to_joint = np.zeros((len(labels), NUM_JOINTS))
     for i, name in enumerate(labels):
         to_joint[i, bone_to_joint(name)] = 1.0
     v = model.template_vertices.shape[0]
@@ -464,7 +457,7 @@ def _shared_arrays(model: Any) -> dict[str, np.ndarray]:
     part_labels = clean_part_labels(np.argmax(weights, axis=1), faces) + 1
     vt = model.texture_coordinates.numpy()
     ft = model.face_texture_coordinate_indices.numpy().astype(np.int64)
-    kintree = np.stack([np.array(SMPL_PARENTS), np.arange(24)]).astype(np.int64)
+    kintree = np.stack([np.array(PARENTS), np.arange(NUM_JOINTS)]).astype(np.int64)
     return {
         "f": faces,
         "weights": weights.astype(np.float32),
