@@ -6,7 +6,6 @@ one transaction. Registering a file that is already registered (same kind and ab
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from farm.core.errors import FarmError
+from farm.core.files import sha256_file
 from farm.core.spec import Gender, Split
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -99,11 +99,7 @@ def _checked(assets: list[NewAsset]) -> dict[Path, str]:
     for asset in assets:
         with open_image(asset.path, asset.kind):
             pass
-        digest = hashlib.sha256()
-        with asset.path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        checksums[asset.path] = digest.hexdigest()
+        checksums[asset.path] = sha256_file(asset.path)
     return checksums
 
 

@@ -13,7 +13,6 @@ mp4 pass the quality gate (worker/qc.py): a clip that fails raises `QualityError
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from farm.core.files import sha256_file
 from farm.core.settings import Settings
 from farm.core.spec import ClipSpec
 from farm.render.camera import Camera, stored_pose
@@ -52,14 +52,6 @@ class ClipFiles:
     files: list[Path]  # relative to the output root, manifest last
     frames: int
     qc: dict[str, Any] | None = None  # the quality gate's statistics (worker/qc.py)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _cell(values: list[str]) -> np.ndarray:
@@ -294,13 +286,15 @@ class ClipWriter:
                 "spec": spec.model_dump(mode="json"),
                 "software": software_versions(software),
                 "files": [
-                    {"name": f, "sha256": _sha256(tmp / f), "size": (tmp / f).stat().st_size}
+                    {"name": f, "sha256": sha256_file(tmp / f), "size": (tmp / f).stat().st_size}
                     for f in data_files
                 ],
             }
             manifest_name = f"{name}_manifest.json"
             (tmp / manifest_name).write_text(json.dumps(manifest, indent=1) + "\n")
             (self.final_dir / manifest_name).unlink(missing_ok=True)  # incomplete until the new one lands
+            # The clip lands as a set (its temp folder, the manifest last), not file by file as
+            # farm.core.files.atomic_write would; see the module docstring.
             for f in [*data_files, manifest_name]:
                 os.replace(tmp / f, self.final_dir / f)
         finally:

@@ -16,7 +16,6 @@ or `.npz`. Both become one SMPL-format npz that `smplx.SMPL` is built from, so b
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,11 +26,12 @@ import numpy as np
 
 from farm.assets.smpl_pickle import SMPL_URL, read_smpl_pickle
 from farm.core.errors import FarmError
+from farm.core.files import sha256_file
 from farm.core.settings import Settings, get_settings
+from farm.core.skeleton import NUM_JOINTS
 
 BodyKind = Literal["free", "smpl"]
 BodyGender = Literal["female", "male", "neutral"]
-NUM_JOINTS = 24
 NUM_BETAS = 10
 REQUIRED_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table")
 
@@ -276,7 +276,7 @@ def prepare_smpl_model(gender: str, smpl_dir: Path | None, cache_dir: Path) -> P
     from farm.assets.free_body import model_file_name, write_npz
 
     source = find_smpl_file(gender, smpl_dir)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    digest = sha256_file(source)[:16]
     target = Path(cache_dir) / "smpl" / digest / model_file_name(gender)
     if not target.exists():
         uv_dirs = (source.parent, Path(smpl_dir)) if smpl_dir else (source.parent,)

@@ -27,7 +27,6 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import os
 import time
 import zipfile
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from farm.core.errors import FarmError
+from farm.core.files import atomic_write, sha256_file
 from farm.core.seeding import keyed_rng
 from farm.core.skeleton import NUM_JOINTS, PARENTS
 
@@ -82,16 +82,15 @@ def ensure_free_body(gender: str, cache_dir: Path) -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+file_sha256 = sha256_file  # the name farm/cli/assets.py and the tests use
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """An npz that np.load reads, byte-identical for identical arrays (fixed zip timestamps), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with (
+        atomic_write(Path(path), durable=False) as f,
+        zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+    ):
         for name in sorted(arrays):
             buf = io.BytesIO()
             array = np.asarray(arrays[name])  # (ascontiguousarray would turn a 0-d string into 1-d)
@@ -101,7 +100,6 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
 
 
 # --- anny -> SMPL correspondence -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,9 +29,18 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol, TypeVar
 
 from farm.core.errors import FarmError
+from farm.core.files import (
+    CHUNK,
+    atomic_path,
+    atomic_write,
+    file_digest,
+    seal,
+    sync_folder,
+    temp_beside,
+)
+from farm.core.files import FILE_MODE as FILE_MODE  # re-exported: what a stored file's mode is
 from farm.core.settings import Settings
 
-CHUNK = 1 << 20
 SHA256_META = "sha256"  # S3 user metadata (x-amz-meta-sha256)
 SHA256_XATTR = "user.farm.sha256"  # the same, as an extended attribute on local files
 DEFAULT_RETRY_SECONDS = 120.0  # how long an upload waits out a storage outage before giving up
@@ -91,13 +100,7 @@ def open_storage(settings: Settings, retry_seconds: float = DEFAULT_RETRY_SECOND
 
 def file_info(path: Path) -> ObjectInfo:
     """sha256 and size of a local file, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return ObjectInfo(digest.hexdigest(), size)
+    return ObjectInfo(*file_digest(path))
 
 
 def check_key(key: str) -> str:
@@ -110,37 +113,13 @@ def check_key(key: str) -> str:
     return key
 
 
-@contextlib.contextmanager
-def _temp_beside(dest: Path) -> Iterator[tuple[IO[bytes], Path]]:
-    """A temp file in dest's folder (so the final rename is atomic); removed unless renamed into place."""
-    if (
-        not dest.parent.is_dir()
-    ):  # mkdir locks the parent folder even when it exists: busy workers queue on it
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f, temp
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide the dataset from its users
-
-
 def _commit(f: IO[bytes], temp: Path, dest: Path, replace: bool = True) -> None:
     """Publish the written temp file as dest: replacing whatever is there, or (replace=False) only if dest
-    does not exist yet (FileExistsError otherwise: a hard link is created atomically or not at all)."""
-    f.flush()
-    os.fchmod(f.fileno(), FILE_MODE)
-    os.fsync(f.fileno())
+    does not exist yet (FileExistsError otherwise: a hard link is created atomically or not at all).
+
+    put_new's own step, not farm.core.files.atomic_write: the create-only hard link, and the caller holding
+    the folder lock and setting the xattr between writing and publishing, have no place there."""
+    seal(f)
     if replace:
         os.replace(temp, dest)
     else:
@@ -154,12 +133,7 @@ def _commit(f: IO[bytes], temp: Path, dest: Path, replace: bool = True) -> None:
             if dest.exists():
                 raise FileExistsError(errno.EEXIST, "exists", str(dest)) from exc
             os.replace(temp, dest)
-    # Make the rename itself durable: a crash right after must not lose the entry.
-    dir_fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    sync_folder(dest.parent)  # the rename itself durable: a crash right after must not lose the entry
 
 
 @contextlib.contextmanager
@@ -219,9 +193,8 @@ class LocalStorage:
                 present = self._present(dest, info)
                 if present is not None:
                     return info if present.info == info else present
-            with _temp_beside(dest) as (f, temp), local.open("rb") as src:
-                while chunk := src.read(CHUNK):
-                    f.write(chunk)
+            with temp_beside(dest) as (f, temp), local.open("rb") as src:
+                shutil.copyfileobj(src, f, CHUNK)
                 with contextlib.suppress(
                     OSError
                 ):  # some file systems have no user xattrs; hash() still works
@@ -292,10 +265,8 @@ class LocalStorage:
             src = path.open("rb")
         except FileNotFoundError:
             raise FarmError(f"{path} does not exist in the output folder {self.root}") from None
-        with src, _temp_beside(local) as (f, temp):
-            while chunk := src.read(CHUNK):
-                f.write(chunk)
-            _commit(f, temp, local)
+        with src, atomic_write(local) as f:
+            shutil.copyfileobj(src, f, CHUNK)
 
     def delete(self, key: str, version: str | None = None) -> None:
         """Remove the object; with `version`, only if it is still that object."""
@@ -543,6 +514,7 @@ class S3Storage:
                 if _client_error(exc)[1] == 404:
                     return None
                 raise
+            # Hashed as it streams in (into the sink, if any), so not farm.core.files.file_digest: no file to read.
             digest = hashlib.sha256()
             size = 0
             for chunk in response["Body"].iter_chunks(CHUNK):
@@ -564,10 +536,9 @@ class S3Storage:
         return buffer.getvalue()
 
     def get_file(self, key: str, local: Path) -> None:
-        with _temp_beside(local) as (f, temp):
+        with atomic_write(local) as f:
             if self._get(key, f) is None:
                 raise FarmError(f"{self.uri(key)} does not exist at {self.where}")
-            _commit(f, temp, local)
 
     def delete(self, key: str, version: str | None = None) -> None:
         """Remove the object; with `version` (its ETag), only if it is still that object."""
@@ -659,19 +630,14 @@ def cached_asset(source: Storage | Settings, uri: str, cache_dir: Path | None = 
     if cached.is_file() and cached.stat().st_size == info.size:
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.name}.", suffix=".tmp")
-    os.close(fd)
-    temp = Path(name)
-    try:
+    # atomic: a concurrent process sees no file or the whole file
+    with atomic_path(cached, durable=False) as temp:
         storage.get_file(key, temp)
         got = file_info(temp)
         if got.size != info.size or (info.sha256 and got.sha256 != info.sha256):
             raise FarmError(
                 f"the asset {uri} does not match its stored sha256 or size (corrupt in storage); upload it again"
             )
-        os.replace(temp, cached)  # atomic: a concurrent process sees no file or the whole file
-    finally:
-        temp.unlink(missing_ok=True)
     return cached
 
 
