@@ -93,11 +93,12 @@ def _read_list(list_file: Path, base: Path) -> list[Path]:
 
 def _checked(assets: list[NewAsset]) -> dict[Path, str]:
     """sha256 of every file, after making sure each one is a whole, readable image of a sane size."""
-    from farm.assets.backgrounds import open_image
+    from farm.assets.backgrounds import MAX_IMAGE_PIXELS
+    from farm.assets.untrusted import open_image
 
     checksums = {}
     for asset in assets:
-        with open_image(asset.path, asset.kind):
+        with open_image(asset.path, asset.kind, MAX_IMAGE_PIXELS):  # textures too, as before: 64 Mpx
             pass
         checksums[asset.path] = sha256_file(asset.path)
     return checksums

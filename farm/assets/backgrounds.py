@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
+from farm.assets.untrusted import open_image
 from farm.core.errors import FarmError
 from farm.core.seeding import keyed_rng
-
-if TYPE_CHECKING:
-    from PIL import Image as PILImage
 
 BUILTIN_BACKGROUNDS = {"train": 400, "test": 100}
 BUILTIN_PREFIX = "builtin:background/"
@@ -46,39 +43,11 @@ def load_background(uri: str, width: int, height: int) -> NDArray[np.uint8]:
     from farm.core.storage import local_asset
 
     path = Path(local_asset(uri).removeprefix("file://"))
-    with open_image(path, "background") as image:
+    with open_image(path, "background", MAX_IMAGE_PIXELS) as image:
         from PIL import ImageOps
 
         fitted = ImageOps.fit(image.convert("RGB"), (width, height), method=3, centering=(0.5, 0.5))
         return np.asarray(fitted, dtype=np.uint8).copy()
-
-
-def open_image(path: Path, what: str) -> PILImage.Image:
-    """Open an untrusted image after checking it is whole and not absurdly large; FarmError otherwise.
-
-    The caller closes it (use it as a context manager).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    fix = "replace or remove it, then try again"
-    if not path.is_file():
-        raise FarmError(f"the {what} image {path} does not exist; check the path or re-import the assets")
-    try:
-        with Image.open(path) as probe:
-            w, h = probe.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise FarmError(
-                    f"the {what} image {path} is {w}x{h} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed; "
-                    "downscale it first"
-                )
-            probe.verify()  # reads the whole file and checks its structure without decoding pixels
-        image = Image.open(path)
-        image.load()  # truncated data shows up here
-        return image
-    except FarmError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise FarmError(f"the {what} image {path} cannot be read ({exc}); {fix}") from exc
 
 
 def _parse_builtin(uri: str) -> tuple[str, int]:

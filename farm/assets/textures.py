@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from farm.assets.untrusted import open_image
 from farm.core.errors import FarmError
 from farm.core.seeding import keyed_rng, text_seed
 from farm.core.settings import Settings, get_settings
@@ -76,22 +77,8 @@ def load_texture(uri: str, size: int = TEXTURE_SIZE, settings: Settings | None =
 
 def read_image(path: Path) -> np.ndarray:
     """An image file as (H,W,3) uint8, refusing broken, foreign or huge files with a FarmError."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise FarmError(f"the texture image {path} does not exist: check the path or re-import the textures")
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise FarmError(
-                    f"the texture image {path} is {img.width}x{img.height} pixels, more than the "
-                    f"{MAX_IMAGE_PIXELS} allowed: scale it down"
-                )
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise FarmError(
-            f"cannot read the texture image {path} ({exc}): replace it with a valid JPG or PNG"
-        ) from exc
+    with open_image(path, "texture", MAX_IMAGE_PIXELS) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
 # --- the UV layout ---------------------------------------------------------------------------------------

@@ -1,13 +1,18 @@
-"""Safe, lazy reading of .npz files: array headers without the data, single arrays without pickles."""
+"""Safe reading of untrusted files: .npz files lazily (array headers without the data, single arrays without
+pickles), and images checked whole and below a pixel cap before they are decoded (decompression bombs)."""
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from farm.core.errors import FarmError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -64,3 +69,36 @@ def read_array(path: Path, key: str) -> np.ndarray:
             ) from exc
         except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
             raise FarmError(f"{path}: cannot read the array {key!r} ({exc}); re-download the file") from exc
+
+
+def open_image(path: Path, what: str, max_pixels: int) -> PILImage.Image:
+    """Open an untrusted `what` image (a background, a texture) after checking that it exists, has at most
+    `max_pixels` pixels and is whole; a FarmError in one sentence otherwise.
+
+    The pixels are decoded (so truncated data shows up here); the caller closes the image (a context manager).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FarmError(f"the {what} image {path} does not exist; check the path or import the {what}s again")
+    image = None
+    try:
+        with Image.open(path) as probe:  # reads the header only
+            w, h = probe.size
+            if w * h > max_pixels:
+                raise FarmError(
+                    f"the {what} image {path} is {w}x{h} pixels, more than the {max_pixels:,} allowed; "
+                    "scale it down and try again"
+                )
+            probe.verify()  # reads the whole file and checks its structure without decoding pixels
+        image = Image.open(path)
+        image.load()
+        return image
+    except FarmError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if image is not None:
+            image.close()
+        raise FarmError(
+            f"the {what} image {path} cannot be read ({exc}); replace it with a whole JPG or PNG file"
+        ) from exc
