@@ -95,32 +95,59 @@ def info_dict(spec: ClipSpec, poses: np.ndarray, joints3d: np.ndarray, camera: C
     }
 
 
-def write_mp4(path: Path, rgb: np.ndarray, fps: int) -> None:
-    """H.264, yuv420p, crf 23 with the ffmpeg binary imageio-ffmpeg ships."""
+# Video: one encode command and one decode, with the ffmpeg binary imageio-ffmpeg ships.
+
+
+def start_encoder(path: Path, width: int, height: int, fps: int) -> subprocess.Popen[bytes]:
+    """A running ffmpeg that encodes the raw rgb24 frames written to its stdin into `path`: H.264, yuv420p,
+    crf 23, one thread. (imageio_ffmpeg.write_frames gives the same bytes, but checks no exit status, keeps no
+    stderr for the error, loses a broken pipe's errno and cannot be killed on abort.)"""
     import imageio_ffmpeg
 
-    T, H, W, _ = rgb.shape
     cmd = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}", "-r", str(fps), "-i", "-",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
         "-an", "-c:v", "libx264", "-preset", "medium", "-crf", str(CRF), "-pix_fmt", "yuv420p",
         "-threads", "1", "-f", "mp4", str(path),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, input=np.ascontiguousarray(rgb, np.uint8).tobytes(), capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"ffmpeg failed writing {path.name}: {proc.stderr.decode(errors='replace')[-500:]}"
-        )
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish_encoder(encoder: subprocess.Popen[bytes], path: Path, frames: bytes | None = None) -> None:
+    """Send the last `frames`, close the encoder's input and wait for it; RuntimeError if ffmpeg failed."""
+    _, err = encoder.communicate(frames)
+    if encoder.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed writing {path.name}: {err.decode(errors='replace')[-500:]}")
+
+
+def stop_encoder(encoder: subprocess.Popen[bytes]) -> None:
+    """Kill an encoder that is still running (the clip is abandoned)."""
+    if encoder.poll() is None:
+        encoder.kill()
+        encoder.wait()
+
+
+def write_mp4(path: Path, rgb: np.ndarray, fps: int) -> None:
+    """The frames (T, H, W, 3) as an mp4 (see start_encoder)."""
+    T, H, W, _ = rgb.shape
+    encoder = start_encoder(path, W, H, fps)
+    try:
+        finish_encoder(encoder, path, np.ascontiguousarray(rgb, np.uint8).tobytes())
+    finally:
+        stop_encoder(encoder)
 
 
 def read_mp4(path: Path, width: int, height: int) -> np.ndarray:
-    """Decode an mp4 back to (T, H, W, 3) uint8 (tests and contact sheets)."""
+    """Decode an mp4 back to (T, H, W, 3) uint8 (tests and contact sheets), with imageio_ffmpeg.read_frames."""
     import imageio_ffmpeg
 
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(path)]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    out = subprocess.run(cmd, capture_output=True, check=True).stdout
-    return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        next(reader)  # the metadata
+        data = b"".join(reader)
+    finally:
+        reader.close()
+    return np.frombuffer(data, np.uint8).reshape(-1, height, width, 3)
 
 
 # MATLAB's 116-byte header text. scipy writes the current time there; a fixed text makes a re-render of a
@@ -205,15 +232,7 @@ class ClipWriter:
 
     def _video(self, height: int, width: int) -> subprocess.Popen[bytes]:
         if self._ffmpeg is None:
-            import imageio_ffmpeg
-
-            cmd = [
-                imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
-                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(self.spec.fps),
-                "-i", "-", "-an", "-c:v", "libx264", "-preset", "medium", "-crf", str(CRF), "-pix_fmt", "yuv420p",
-                "-threads", "1", "-f", "mp4", str(self.tmp / f"{self.spec.name}.mp4"),
-            ]  # fmt: skip
-            self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            self._ffmpeg = start_encoder(self.tmp / f"{self.spec.name}.mp4", width, height, self.spec.fps)
         return self._ffmpeg
 
     def feed(self, arrays: Any, upto: int) -> None:
@@ -251,10 +270,7 @@ class ClipWriter:
                     f"{T} rendered frames but {len(poses)} poses and {len(joints3d)} joint frames"
                 )
             self.feed(result, T)
-            video = self._video(result.rgb.shape[1], result.rgb.shape[2])
-            _, err = video.communicate()
-            if video.returncode != 0:
-                raise RuntimeError(f"ffmpeg failed writing {name}.mp4: {err.decode(errors='replace')[-500:]}")
+            finish_encoder(self._video(result.rgb.shape[1], result.rgb.shape[2]), tmp / f"{name}.mp4")
             info = info_dict(spec, poses, joints3d, camera)
             # The quality gate, before any file has its final name: a clip that fails is not stored.
             quality = self.gate.finish(
@@ -303,9 +319,8 @@ class ClipWriter:
         return ClipFiles(self.final_dir, rel, T, quality.stats)
 
     def abort(self) -> None:
-        if self._ffmpeg is not None and self._ffmpeg.poll() is None:
-            self._ffmpeg.kill()
-            self._ffmpeg.wait()
+        if self._ffmpeg is not None:
+            stop_encoder(self._ffmpeg)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
