@@ -127,7 +127,7 @@ def _stack(mat: dict[str, np.ndarray], prefix: str, T: int) -> np.ndarray:
 
 def contact_sheet_from_files(clip_dir: Path, name: str, frames: list[int] | None = None) -> Image.Image:
     """The same sheet, read back from a clip's SURREAL files (what a dataset user sees)."""
-    from worker.output import read_mp4
+    from worker.video import read_mp4
 
     clip_dir = Path(clip_dir)
     info = scipy.io.loadmat(clip_dir / f"{name}_info.mat")

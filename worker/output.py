@@ -37,11 +37,11 @@ from farm.render.camera import Camera, stored_pose
 from farm.render.job import Progress, Renderer, RenderResult
 from farm.render.prepare import prepare_clip
 from worker import qc
+from worker.video import finish_encoder, start_encoder, stop_encoder
 
 if TYPE_CHECKING:
     from worker.process import Producer
 
-CRF = 23
 MAT_ZLIB_LEVEL = 1
 SOURCE = "cmu"  # SURREAL's `source` field
 
@@ -93,61 +93,6 @@ def info_dict(spec: ClipSpec, poses: np.ndarray, joints3d: np.ndarray, camera: C
         "joints2D": np.ascontiguousarray(joints2d.astype(np.float32).transpose(2, 1, 0)),
         "joints3D": np.ascontiguousarray(np.asarray(joints3d, np.float32).transpose(2, 1, 0)),
     }
-
-
-# Video: one encode command and one decode, with the ffmpeg binary imageio-ffmpeg ships.
-
-
-def start_encoder(path: Path, width: int, height: int, fps: int) -> subprocess.Popen[bytes]:
-    """A running ffmpeg that encodes the raw rgb24 frames written to its stdin into `path`: H.264, yuv420p,
-    crf 23, one thread. (imageio_ffmpeg.write_frames gives the same bytes, but checks no exit status, keeps no
-    stderr for the error, loses a broken pipe's errno and cannot be killed on abort.)"""
-    import imageio_ffmpeg
-
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-        "-an", "-c:v", "libx264", "-preset", "medium", "-crf", str(CRF), "-pix_fmt", "yuv420p",
-        "-threads", "1", "-f", "mp4", str(path),
-    ]  # fmt: skip
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def finish_encoder(encoder: subprocess.Popen[bytes], path: Path, frames: bytes | None = None) -> None:
-    """Send the last `frames`, close the encoder's input and wait for it; RuntimeError if ffmpeg failed."""
-    _, err = encoder.communicate(frames)
-    if encoder.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed writing {path.name}: {err.decode(errors='replace')[-500:]}")
-
-
-def stop_encoder(encoder: subprocess.Popen[bytes]) -> None:
-    """Kill an encoder that is still running (the clip is abandoned)."""
-    if encoder.poll() is None:
-        encoder.kill()
-        encoder.wait()
-
-
-def write_mp4(path: Path, rgb: np.ndarray, fps: int) -> None:
-    """The frames (T, H, W, 3) as an mp4 (see start_encoder)."""
-    T, H, W, _ = rgb.shape
-    encoder = start_encoder(path, W, H, fps)
-    try:
-        finish_encoder(encoder, path, np.ascontiguousarray(rgb, np.uint8).tobytes())
-    finally:
-        stop_encoder(encoder)
-
-
-def read_mp4(path: Path, width: int, height: int) -> np.ndarray:
-    """Decode an mp4 back to (T, H, W, 3) uint8 (tests and contact sheets), with imageio_ffmpeg.read_frames."""
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    try:
-        next(reader)  # the metadata
-        data = b"".join(reader)
-    finally:
-        reader.close()
-    return np.frombuffer(data, np.uint8).reshape(-1, height, width, 3)
 
 
 # MATLAB's 116-byte header text. scipy writes the current time there; a fixed text makes a re-render of a

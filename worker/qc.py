@@ -89,20 +89,15 @@ def _per_frame(mask: np.ndarray) -> np.ndarray:
 
 def decode_video(path: Path) -> tuple[int, int, int]:
     """Decode the whole mp4 once: (frames, width, height). Raises if ffmpeg cannot read it."""
-    import imageio_ffmpeg
+    from worker.video import decoded
 
-    reader = imageio_ffmpeg.read_frames(str(path))
-    try:
-        meta = reader.__next__()
-        width, height = (int(v) for v in meta["size"])
-        frames = 0
-        for frame in reader:
+    with decoded(path) as (width, height, frames):
+        count = 0
+        for frame in frames:
             if len(frame) != width * height * 3:
-                raise RuntimeError(f"frame {frames + 1} is truncated")
-            frames += 1
-    finally:
-        reader.close()
-    return frames, width, height
+                raise RuntimeError(f"frame {count + 1} is truncated")
+            count += 1
+    return count, width, height
 
 
 PASS_SHAPES = {"depth": (), "segm": (), "flow": (2,), "normal": (3,)}  # per pixel

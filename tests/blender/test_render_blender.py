@@ -20,7 +20,8 @@ from farm.core.spec import CameraSpec, ClipSpec, MotionRef
 from farm.render.client import BlenderProcessRenderer
 from farm.render.job import BACKGROUND_DEPTH, RenderError, RenderOptions
 from farm.render.prepare import prepare_clip
-from worker.output import read_mp4, write_clip
+from worker.output import write_clip
+from worker.video import read_mp4
 
 pytestmark = pytest.mark.blender
 

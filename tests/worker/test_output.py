@@ -13,7 +13,8 @@ from farm.core.spec import CameraSpec, ClipSpec, MotionRef
 from farm.render.camera import make_camera
 from farm.render.job import RenderResult
 from worker import output
-from worker.output import read_mp4, write_clip
+from worker.output import write_clip
+from worker.video import read_mp4
 
 T, H, W = 3, 240, 320
 NAME = "01_01_c0002"

@@ -12,8 +12,9 @@ import pytest
 from farm.core.spec import CameraSpec, ClipSpec, MotionRef
 from farm.render.camera import make_camera
 from farm.render.job import BACKGROUND_DEPTH, RenderResult
-from worker.output import write_clip, write_mp4
+from worker.output import write_clip
 from worker.qc import QualityError, assess
+from worker.video import write_mp4
 
 T, H, W = 4, 240, 320
 
