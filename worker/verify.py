@@ -7,7 +7,6 @@ re-hashes every object (it finds corruption); a quick one compares the size and 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,9 +17,8 @@ from sqlalchemy.orm import Session
 
 from farm.core.errors import FarmError
 from farm.core.models import Clip, ClipStatus
-from farm.core.storage import Storage, check_key
+from farm.core.storage import SHA256_HEX, Storage, check_key
 
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 CLIPS_PER_BATCH = 200  # rows held in memory at once; objects of a batch are checked in parallel
 
 

@@ -21,6 +21,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -43,11 +44,21 @@ from farm.core.settings import Settings
 
 SHA256_META = "sha256"  # S3 user metadata (x-amz-meta-sha256)
 SHA256_XATTR = "user.farm.sha256"  # the same, as an extended attribute on local files
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}")
 DEFAULT_RETRY_SECONDS = 120.0  # how long an upload waits out a storage outage before giving up
 RACES = 5  # how often put_new looks again when the key changes under it before it gives up
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+def recorded_sha256(value: str | bytes | None) -> str | None:
+    """A writer's recorded sha256 if it is one (64 lowercase hex digits), else None: metadata is anyone's word
+    who can write to the bucket, and it names cache paths."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value if value is not None and SHA256_HEX.fullmatch(value) else None
 
 
 @dataclass(frozen=True)
@@ -235,7 +246,7 @@ class LocalStorage:
     @staticmethod
     def _xattr_sha256(path: Path) -> str | None:
         try:
-            return os.getxattr(path, SHA256_XATTR).decode()
+            return recorded_sha256(os.getxattr(path, SHA256_XATTR))
         except OSError:
             return None
 
@@ -428,13 +439,17 @@ class S3Storage:
         head = self._head(key)
         if head is None:
             return None
-        return ObjectInfo(head.get("Metadata", {}).get(SHA256_META), int(head["ContentLength"]))
+        return ObjectInfo(
+            recorded_sha256(head.get("Metadata", {}).get(SHA256_META)), int(head["ContentLength"])
+        )
 
     def head(self, key: str) -> Stored | None:
         head = self._head(key)
         if head is None:
             return None
-        info = ObjectInfo(head.get("Metadata", {}).get(SHA256_META), int(head["ContentLength"]))
+        info = ObjectInfo(
+            recorded_sha256(head.get("Metadata", {}).get(SHA256_META)), int(head["ContentLength"])
+        )
         return Stored(info, str(head.get("ETag", "")))
 
     def put_file(self, local: Path, key: str) -> ObjectInfo:
@@ -626,7 +641,8 @@ def cached_asset(source: Storage | Settings, uri: str, cache_dir: Path | None = 
             f"the asset {uri} is not in storage; upload it there (e.g. aws s3 cp) or register it again"
         )
     token = info.sha256 or hashlib.sha256(f"{uri}\n{info.size}".encode()).hexdigest()
-    cached = cache_dir / "assets" / token[:2] / token / PurePosixPath(key).name
+    name = PurePosixPath(key).name
+    cached = cache_dir / "assets" / token[:2] / token / (name if SAFE_FILE_NAME.fullmatch(name) else "asset")
     if cached.is_file() and cached.stat().st_size == info.size:
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)

@@ -446,3 +446,31 @@ def test_local_objects_get_the_usual_file_mode(tmp_path):
     LocalStorage(tmp_path / "root").put_file(source, "clips/a.txt")
     mode = stat.S_IMODE(os.stat(tmp_path / "root" / "clips" / "a.txt").st_mode)
     assert mode == FILE_MODE and mode & 0o444 == 0o444 & FILE_MODE
+
+
+@pytest.mark.parametrize(
+    ("recorded", "key"),
+    [
+        ("../../../../../escaped", "assets/tex.png"),
+        ("/tmp/absolute", "assets/tex.png"),
+        ("ab" * 32, "assets/tex.png"),  # a well-formed digest, but not the object's
+    ],
+)
+def test_cache_paths_come_only_from_a_validated_digest(seaweed, tmp_path, recorded, key):
+    """A bucket writer's metadata (x-amz-meta-sha256) names no path outside the cache (keys that climb are
+    refused by check_key, test_keys_that_could_escape_the_root_are_refused)."""
+    seaweed.ensure_running()
+    store = s3_storage(seaweed)
+    body = os.urandom(1000)
+    store.client.put_object(
+        Bucket=store.bucket, Key=store._key(key), Body=body, Metadata={"sha256": recorded}
+    )
+    cache = tmp_path / "deep" / "cache"
+    if recorded == "ab" * 32:  # well-formed but wrong: the download does not match it
+        with pytest.raises(FarmError, match="does not match its stored sha256"):
+            cached_asset(store, store.uri(key), cache)
+        assert not list(tmp_path.rglob("*.tmp"))
+        return
+    path = cached_asset(store, store.uri(key), cache)
+    assert path.resolve().is_relative_to(cache.resolve()) and path.read_bytes() == body
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [path.name]
