@@ -8,7 +8,8 @@
 # FARM_GPU_LOCKS=<folder shared by the worker containers of one host>: take one GPU of this host for this
 # container. Compose cannot give each replica of `--scale worker=N` its own GPU (a reservation of one GPU
 # gives every replica the same one), so each container sees all of them and locks the first free one; the
-# lock lives as long as the worker process, which inherits it.
+# lock lives as long as the worker process, which inherits it. The folder must be writable by this user: the
+# worker image makes /run/farm-gpus its own, and a new volume mounted there keeps that owner.
 set -eu
 if [ "$#" -eq 0 ]; then
     set -- --help
@@ -23,7 +24,11 @@ if [ -n "${FARM_GPU_LOCKS:-}" ]; then
         echo "entrypoint: no GPU visible (nvidia-smi -L lists none); is the NVIDIA container toolkit installed?" >&2
         exit 1
     fi
-    mkdir -p "$FARM_GPU_LOCKS"
+    mkdir -p "$FARM_GPU_LOCKS" 2>/dev/null || true
+    if [ ! -d "$FARM_GPU_LOCKS" ] || [ ! -w "$FARM_GPU_LOCKS" ]; then
+        echo "entrypoint: $FARM_GPU_LOCKS is not writable by uid $(id -u), so no GPU can be locked; make that uid its owner (with compose: docker compose down, docker volume rm the old gpulocks volume, and the next up recreates it from the image, owned by uid 10001)" >&2
+        exit 1
+    fi
     i=0
     while [ "$i" -lt "$gpus" ]; do
         exec 9>"$FARM_GPU_LOCKS/gpu$i.lock"

@@ -21,8 +21,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
         libx11-6 libxext6 libxrender1 libxfixes3 libxi6 libxkbcommon0 libsm6 libice6 libgl1 libegl1 libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=python /usr/local /usr/local
+# /run/farm-gpus: the GPU locks (docker/entrypoint.sh); a new volume mounted there takes the farm user as owner.
 RUN python3.11 -c "import ssl, sqlite3, ctypes, lzma, bz2, uuid" \
-    && python3.11 -m venv /opt/venv && useradd --create-home --uid 10001 farm
+    && python3.11 -m venv /opt/venv && useradd --create-home --uid 10001 farm \
+    && install -d -o farm -g farm /run/farm-gpus
 WORKDIR /opt/farm
 
 COPY pyproject.toml docker/install.sh ./

@@ -13,15 +13,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from compose_file import free_ports, needs
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
@@ -112,14 +114,8 @@ def test_entrypoint_runs_farm_commands_and_programs(installed):
     assert proc.returncode == 0 and re.match(r"\d+\.\d+", out.strip()), out + err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_entrypoint_starts_the_bookkeeper_and_passes_it_signals(installed, tmp_path):
-    port = free_port()
+    (port,) = free_ports(1)
     env = {"FARM_DATABASE_URL": f"sqlite:///{tmp_path / 'farm.db'}", "FARM_STORAGE_URL": str(tmp_path)}
     proc = run_entrypoint(installed, "bookkeeper", "--host", "127.0.0.1", "--port", str(port), **env)
     try:
@@ -144,17 +140,22 @@ def test_entrypoint_starts_the_bookkeeper_and_passes_it_signals(installed, tmp_p
             proc.wait()
 
 
-def test_each_worker_container_locks_its_own_gpu(tmp_path):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    smi = fake / "nvidia-smi"
+def fake_nvidia_smi(folder: Path) -> Path:
+    """A bin folder whose nvidia-smi lists two GPUs."""
+    folder.mkdir(exist_ok=True)
+    smi = folder / "nvidia-smi"
     smi.write_text(
         '#!/bin/sh\necho "GPU 0: NVIDIA H100 (UUID: GPU-a)"\necho "GPU 1: NVIDIA H100 (UUID: GPU-b)"\n'
     )
     smi.chmod(0o755)
+    return folder
+
+
+def test_each_worker_container_locks_its_own_gpu(tmp_path):
+    fake = fake_nvidia_smi(tmp_path / "bin")
     locks = str(tmp_path / "locks")
     holders = [
-        run_entrypoint(fake, "sh", "-c", 'echo "$CUDA_VISIBLE_DEVICES"; sleep 30', FARM_GPU_LOCKS=locks)
+        run_entrypoint(fake, "sh", "-c", 'echo "$CUDA_VISIBLE_DEVICES"; exec sleep 30', FARM_GPU_LOCKS=locks)
         for _ in range(2)
     ]
     try:
@@ -169,3 +170,48 @@ def test_each_worker_container_locks_its_own_gpu(tmp_path):
             p.communicate()
     again = run_entrypoint(fake, "sh", "-c", 'echo "$CUDA_VISIBLE_DEVICES"', FARM_GPU_LOCKS=locks)
     assert again.communicate(timeout=30)[0].strip() == "0"  # a dead worker's GPU is free again
+
+
+WORKER_UID = 10001  # the images' farm user
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary folder that another user can reach (pytest's own are private to this one)."""
+    folder = Path(tempfile.mkdtemp(prefix="farm-gpu-locks-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def run_as_worker(fake: Path, locks: Path) -> subprocess.CompletedProcess[str]:
+    """The entrypoint as the worker image runs it: as uid 10001 (when the tests run as root), one GPU lock."""
+    argv = [str(ENTRYPOINT), "sh", "-c", 'echo "started on GPU $CUDA_VISIBLE_DEVICES"']
+    if os.geteuid() == 0:
+        argv = [needs("setpriv"), f"--reuid={WORKER_UID}", f"--regid={WORKER_UID}", "--clear-groups", *argv]
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "FARM_GPU_LOCKS": str(locks)}
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_a_lock_folder_the_worker_cannot_write_is_explained_in_one_sentence(shared_tmp):
+    fake = fake_nvidia_smi(shared_tmp / "bin")
+    locks = shared_tmp / "farm-gpus"
+    # What Docker mounts when the image has no such folder: owned by root. A user that is not root cannot
+    # make a folder another user's, so then it stands in with one that its owner cannot write.
+    locks.mkdir(mode=0o755 if os.geteuid() == 0 else 0o555)
+    result = run_as_worker(fake, locks)
+    assert result.returncode == 1 and "started" not in result.stdout
+    message = result.stderr.strip()
+    assert "\n" not in message and not re.search(r"[.;:]\s+[A-Z]", message), message  # one sentence
+    assert f"{locks} is not writable" in message and "docker volume rm" in message, message
+    assert "Permission denied" not in message
+
+    # The folder as the worker image makes it: its user's.
+    if os.geteuid() == 0:
+        os.chown(locks, WORKER_UID, WORKER_UID)
+    else:
+        locks.chmod(0o755)
+    result = run_as_worker(fake, locks)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started on GPU 0"
+    assert (locks / "gpu0.lock").stat().st_uid == (WORKER_UID if os.geteuid() == 0 else os.geteuid())
