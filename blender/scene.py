@@ -152,29 +152,26 @@ class SceneRenderer:
         # nodes.new returns a plain Node (the type is a string), so the node's own settings and its typed
         # sockets are reached through casts. The stubs' typed nodes declare their sockets optional, so the
         # wiring goes through the plain Node.
+        def math_node(kind: str, operation: str, inputs: tuple[Any, Any]) -> bpy.types.Node:
+            """A math node of `kind` on two inputs, each a socket to link or a constant to set."""
+            n = nodes.new(kind)
+            cast(Any, n).operation = operation  # both node kinds have one; the stubs type it per kind
+            for sock, src in zip(n.inputs[:2], inputs, strict=True):
+                if isinstance(src, bpy.types.NodeSocket):
+                    links.new(src, sock)
+                else:
+                    cast(Any, sock).default_value = src
+            return n
+
         def vmath(
             op: NodeVecMathItems,
             a: bpy.types.NodeSocket | tuple[float, float, float],
             b: bpy.types.NodeSocket | tuple[float, float, float],
         ) -> bpy.types.Node:
-            n = nodes.new("ShaderNodeVectorMath")
-            cast(bpy.types.ShaderNodeVectorMath, n).operation = op
-            for sock, src in zip(n.inputs[:2], (a, b), strict=True):
-                if isinstance(src, bpy.types.NodeSocket):
-                    links.new(src, sock)
-                else:
-                    cast(bpy.types.NodeSocketVector, sock).default_value = src
-            return n
+            return math_node("ShaderNodeVectorMath", op, (a, b))
 
         def add(a: bpy.types.NodeSocket | float, b: bpy.types.NodeSocket | float) -> bpy.types.Node:
-            n = nodes.new("ShaderNodeMath")
-            cast(bpy.types.ShaderNodeMath, n).operation = "ADD"
-            for sock, src in zip(n.inputs[:2], (a, b), strict=True):
-                if isinstance(src, bpy.types.NodeSocket):
-                    links.new(src, sock)
-                else:
-                    cast(bpy.types.NodeSocketFloat, sock).default_value = src
-            return n
+            return math_node("ShaderNodeMath", "ADD", (a, b))
 
         geo = nodes.new("ShaderNodeNewGeometry")
         to_cam = nodes.new("ShaderNodeVectorTransform")

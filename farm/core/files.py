@@ -76,6 +76,13 @@ def sync_folder(folder: Path) -> None:
         os.close(dir_fd)
 
 
+def publish(temp: Path, dest: Path, durable: bool) -> None:
+    """Rename a sealed temp file over dest; with `durable`, the rename itself survives a crash too."""
+    os.replace(temp, dest)
+    if durable:
+        sync_folder(dest.parent)
+
+
 @contextlib.contextmanager
 def atomic_write(dest: Path, durable: bool = True) -> Iterator[IO[bytes]]:
     """A binary file to write; it replaces dest when the block ends without an error, else it is removed."""
@@ -83,9 +90,7 @@ def atomic_write(dest: Path, durable: bool = True) -> Iterator[IO[bytes]]:
     with temp_beside(dest) as (f, temp):
         yield f
         seal(f, durable)
-        os.replace(temp, dest)
-        if durable:
-            sync_folder(dest.parent)
+        publish(temp, dest, durable)
 
 
 @contextlib.contextmanager
@@ -97,6 +102,4 @@ def atomic_path(dest: Path, durable: bool = True) -> Iterator[Path]:
         yield temp
         with open(temp, "rb") as written:  # the writer may have replaced the temp file: seal what is there
             seal(written, durable)
-        os.replace(temp, dest)
-        if durable:
-            sync_folder(dest.parent)
+        publish(temp, dest, durable)

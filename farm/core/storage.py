@@ -436,12 +436,8 @@ class S3Storage:
         return self._retrying(f"reading {self.uri(key)}", head)
 
     def stat(self, key: str) -> ObjectInfo | None:
-        head = self._head(key)
-        if head is None:
-            return None
-        return ObjectInfo(
-            recorded_sha256(head.get("Metadata", {}).get(SHA256_META)), int(head["ContentLength"])
-        )
+        head = self.head(key)
+        return None if head is None else head.info
 
     def head(self, key: str) -> Stored | None:
         head = self._head(key)
