@@ -18,6 +18,7 @@ ROOMS = (
     "blender",  # the only room that imports bpy
     "worker",  # one clip's life: claims, rendering, output files, quality gate, verification
     "scheduler",  # catalogs, the plan, the sampler, enqueue, the reconciler
+    "farm.dataset",  # reading rendered clips for training (torch only here): outputs and storage
     "farm.dashboard",  # progress queries, metrics, the web page
     "farm.cli",  # the `farm` command and the demo
 )
