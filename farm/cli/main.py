@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from farm.cli import assets, dashboard, outputs, render_clip
+from farm.cli import assets, dashboard, outputs, render_clip, slurm
 from farm.cli.console import err, progress_bar
 from farm.core.errors import FarmError
 from farm.core.settings import get_settings, with_convention
@@ -25,6 +25,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
 catalog_app.add_typer(catalog_import_app, name="import")
 app.add_typer(assets.app, name="assets")
+app.add_typer(slurm.app, name="slurm")
 app.command("render-clip")(render_clip.render_clip)
 app.command("verify")(outputs.verify)
 app.command("qc")(outputs.qc)
