@@ -12,9 +12,9 @@ setup: system-deps $(VENV)/.installed
 # faketime's sleeps), socat (the SeaweedFS container's S3-only forwarder, run by its test). Installed only when missing; quiet and non-interactive (sudo -n where not root).
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo -n)
 system-deps:
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && command -v faketime >/dev/null && command -v gcc >/dev/null && command -v socat >/dev/null && command -v promtool >/dev/null || { \
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && command -v faketime >/dev/null && command -v gcc >/dev/null && command -v socat >/dev/null && command -v promtool >/dev/null && command -v slurmctld >/dev/null && command -v munged >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium docker-compose faketime gcc libc6-dev socat prometheus >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium docker-compose faketime gcc libc6-dev socat prometheus slurm-wlm munge >/dev/null; }
 
 # torch is pinned to the CPU build that the machine keeps on disk; bpy needs Python 3.11 and numpy < 2.
 $(VENV)/.installed: pyproject.toml
