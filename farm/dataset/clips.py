@@ -1,0 +1,367 @@
+"""Reading one rendered clip into arrays of the clean convention, whatever convention it was written in.
+
+No torch here: `farm export` and the tests use it directly; farm/dataset/torch_data.py wraps it in a Dataset.
+
+What an item means (the clean convention of farm/render/__init__.py and the README):
+- rgb (H, W, 3) uint8 as decoded from the mp4; segm (H, W) uint8 0..24; parts14 (H, W) uint8 0..14 (the
+  paper's map); depth (H, W) float32 planar metres, 1e10 on background; depth_bins (H, W) uint8: 0 background,
+  1..19 the paper's 45 mm bins of depth minus the pelvis' (10 is the pelvis' bin, 1 the nearest);
+  normal (H, W, 3) unit camera-frame normals (OpenCV axes), 0 on background; flow (H, W, 2) forward flow
+  t -> t+1 in pixels, 0 on the last frame; joints2D (24, 2) pixels with centres at integers, from joints3D
+  (24, 3) world metres and the camera K (3, 3), R (3, 3), t (3,).
+- A surreal clip is unmirrored: every image is flipped left-right, the surreal world is turned into the clean
+  one (the motion's frame, +Y up) with the rotation and pelvis its spec gives, depth along the ray becomes
+  planar z, world normals become camera normals, and the backward flow of frame t+1 (the original's, sign
+  turned) becomes the forward flow of frame t by one fixed-point step (exact where the motion between two
+  frames is locally a translation; approximate at occlusions). The original renders without the half-pixel
+  shift, so its unflipped pixel centres sit at K's (c + 0.5, r + 0.5): K's principal point is moved by
+  -0.5 px in both axes to say so. The background image was composited unmirrored, so after the flip it is a
+  mirror image (the body is not).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from farm.core.errors import FarmError
+from farm.core.spec import ClipSpec
+from farm.render.camera import (
+    SURREAL_FROM_ZUP,
+    Camera,
+    make_camera,
+    rot_z,
+    yaw_matrix,
+    zup_from_motion,
+)
+
+if TYPE_CHECKING:
+    from farm.core.storage import Storage
+
+BACKGROUND_DEPTH = 1e10
+# The paper's 14 parts for SMPL labels 1..24 (index 0 is the background): 1 head, 2 torso, 3-5 right upper
+# arm / forearm / hand, 6-8 the same on the left, 9-11 right upper leg / leg / foot, 12-14 the same on the left.
+PARTS14 = np.array(
+    [0, 2, 12, 9, 2, 13, 10, 2, 14, 11, 2, 14, 11, 2, 2, 2, 1, 6, 3, 7, 4, 8, 5, 8, 5], np.uint8
+)
+PART14_NAMES = (
+    "background", "head", "torso", "right upper arm", "right forearm", "right hand", "left upper arm",
+    "left forearm", "left hand", "right upper leg", "right lower leg", "right foot", "left upper leg",
+    "left lower leg", "left foot",
+)  # fmt: skip
+DEPTH_BIN_M = 0.045
+DEPTH_BINS = 19  # 9 in front of the pelvis, its own, 9 behind; class 0 is the background
+PELVIS = 0
+PASS_FILES = (("depth", "depth"), ("segm", "segm"), ("gtflow", "flow"), ("normal", "normal"))
+
+
+class ClipFileError(FarmError):
+    """A clip's file is missing or unreadable: one sentence naming it.
+
+    A DataLoader worker's exception comes back to the main process as `type(exc)(text)`, the text holding the
+    worker's traceback; the constructor keeps only the sentence, so the main process gets the same one."""
+
+    def __init__(self, message: str) -> None:
+        if message.startswith("Caught "):
+            found = re.findall(r"ClipFileError: (.+)", message)
+            message = found[-1].strip() if found else message.splitlines()[-1]
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """One clip: its local folder (downloaded first for S3), name, spec and manifest."""
+
+    folder: Path
+    name: str
+    spec: ClipSpec
+    manifest: dict[str, Any]
+
+    @property
+    def qc(self) -> dict[str, Any]:
+        return dict(self.manifest.get("qc") or {})
+
+    @property
+    def convention(self) -> str:
+        return str(self.manifest.get("convention") or self.spec.convention)
+
+    @property
+    def frames(self) -> int:
+        return int(self.manifest.get("frames") or self.spec.frame_count)
+
+
+def read_manifest(folder: Path, name: str) -> ClipRef:
+    path = folder / f"{name}_manifest.json"
+    if not path.is_file():
+        raise ClipFileError(f"{path} is missing; render the clip again or leave its folder out")
+    try:
+        manifest = json.loads(path.read_text())
+        spec = ClipSpec.model_validate(manifest["spec"])
+    except Exception as exc:
+        raise ClipFileError(
+            f"{path} is not a valid manifest ({type(exc).__name__}); render the clip again"
+        ) from None
+    return ClipRef(folder, name, spec, manifest)
+
+
+def fetch_clip(storage: Storage, spec: dict[str, Any], cache: Path) -> ClipRef:
+    """A stored clip (its spec dict from the database): a local storage is read in place, S3 objects are
+    downloaded once into `cache`. A missing object is left for the reader to name; a failing storage raises."""
+    from farm.core.storage import LocalStorage
+    from worker.qc import CLIP_FILES
+
+    parsed = ClipSpec.model_validate(spec)
+    if isinstance(storage, LocalStorage):
+        return read_manifest(storage.root / parsed.output_dir, parsed.name)
+    folder = cache / parsed.output_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in CLIP_FILES:
+        key, local = f"{parsed.output_dir}/{parsed.name}{suffix}", folder / f"{parsed.name}{suffix}"
+        if not local.is_file():
+            try:
+                storage.get_file(key, local)
+            except FarmError:
+                if storage.stat(key) is not None:
+                    raise
+    return read_manifest(folder, parsed.name)
+
+
+def _load_mat(path: Path) -> dict[str, Any]:
+    import scipy.io
+
+    if not path.is_file():
+        raise ClipFileError(f"{path} is missing; render the clip again or leave it out")
+    try:
+        return scipy.io.loadmat(path)
+    except Exception as exc:
+        raise ClipFileError(
+            f"{path} cannot be read ({type(exc).__name__}); it is corrupt, render the clip again"
+        ) from None
+
+
+def _frames(content: dict[str, Any], prefix: str, count: int, path: Path) -> np.ndarray:
+    try:
+        return np.stack([np.asarray(content[f"{prefix}_{n}"]) for n in range(1, count + 1)])
+    except Exception as exc:
+        raise ClipFileError(
+            f"{path} lacks {prefix}_1..{prefix}_{count} of one shape ({type(exc).__name__}); render the clip again"
+        ) from None
+
+
+def _decode_rgb(path: Path, frames: int, width: int, height: int) -> np.ndarray:
+    from worker.video import read_mp4
+
+    if not path.is_file():
+        raise ClipFileError(f"{path} is missing; render the clip again or leave it out")
+    try:
+        rgb = read_mp4(path, width, height)
+    except Exception as exc:
+        raise ClipFileError(
+            f"{path} cannot be decoded ({type(exc).__name__}); it is corrupt, render the clip again"
+        ) from None
+    if len(rgb) < frames:
+        raise ClipFileError(f"{path} holds {len(rgb)} frames, not {frames}; render the clip again")
+    return rgb[:frames]
+
+
+def surreal_to_clean(spec: ClipSpec, pelvis0_world: np.ndarray) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """(A, b, camera) with X_clean = A X_surreal + b for this surreal clip's world, and the clip's own surreal
+    camera (farm.render.camera.make_camera). X_s = S Rz U (X - p0) + S U p0 and X_c = Y (X - p0) + p0 for a
+    body point X of the motion's frame, p0 its frame-0 pelvis (S = R_x(90), Rz the yaw about Z, U the motion's
+    turn to Z-up, Y the yaw about +Y)."""
+    S, U = SURREAL_FROM_ZUP, zup_from_motion(spec.motion.uri)
+    A = yaw_matrix(spec.zrot) @ U.T @ rot_z(spec.zrot).T @ S.T
+    p0 = U.T @ S.T @ np.asarray(pelvis0_world, np.float64)
+    return A, p0 - A @ np.asarray(pelvis0_world, np.float64), make_camera(spec, p0)
+
+
+def clean_camera(ref: ClipRef, joints3d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(K, R, t, joints3D in the clean world) of the clip; joints3d (T, 24, 3) as stored."""
+    spec = ref.spec
+    if ref.convention == "clean":
+        cam = make_camera(spec, joints3d[0, PELVIS])
+        return cam.K, cam.R, cam.t, joints3d
+    A, b, cam = surreal_to_clean(spec, joints3d[0, PELVIS])
+    flip = np.diag([-1.0, 1.0, 1.0])  # the mirrored camera frame -> the unmirrored one
+    R = flip @ cam.R @ A.T
+    location = A @ cam.location + b
+    K = cam.K.copy()
+    K[0, 2] = cam.width - 1 + cam.pixel_centre - K[0, 2]  # unflipped column c is centred at c + pixel_centre
+    K[1, 2] -= cam.pixel_centre
+    return K, R, -R @ location, joints3d @ A.T + b
+
+
+def project(K: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
+    x = (points @ R.T + t) @ K.T
+    return x[..., :2] / x[..., 2:3]
+
+
+def _forward_from_backward(backward: np.ndarray, steps: int = 10) -> np.ndarray:
+    """Forward flow of frames 0..T-2 from the backward flows of 1..T-1 (each at its own frame's pixels, pointing
+    from t-1's position: p_t - p_{t-1}): f_t(p) = b_{t+1}(p + f_t(p)), solved by fixed-point steps with
+    nearest-pixel lookups, starting from b_t (the same pixels' previous motion). Where no pixel of frame t+1 comes from p (p is covered at t+1) it does not settle;
+    those pixels keep the last step's value."""
+    T, H, W, _ = backward.shape
+    forward = np.zeros_like(backward)
+    rows, cols = np.mgrid[0:H, 0:W]
+    for t in range(T - 1):
+        b, f = backward[t + 1], backward[t]  # start from the motion into frame t (0 for the first frame)
+        for _ in range(steps):
+            c = np.clip(np.rint(cols + f[..., 0]).astype(np.int64), 0, W - 1)
+            r = np.clip(np.rint(rows + f[..., 1]).astype(np.int64), 0, H - 1)
+            f = b[r, c]
+        forward[t] = f
+    return forward
+
+
+def depth_bins(depth: np.ndarray, pelvis_z: np.ndarray | float) -> np.ndarray:
+    """The paper's depth classes: 0 background, 1..19 = round((z - z_pelvis) / 45 mm) clamped to -9..9, + 10."""
+    z = np.asarray(pelvis_z, np.float32).reshape(
+        np.shape(pelvis_z) + (1, 1)[: depth.ndim - np.ndim(pelvis_z)]
+    )
+    bins = np.clip(np.rint((depth - z) / DEPTH_BIN_M), -9, 9).astype(np.int16) + 10
+    return np.where(depth < BACKGROUND_DEPTH / 2, bins, 0).astype(np.uint8)
+
+
+def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
+    """Every frame of the clip as (T, ...) arrays of the clean convention (see the module docstring)."""
+    spec, T = ref.spec, ref.frames
+    W, H = spec.camera.width, spec.camera.height
+    info_path = ref.folder / f"{ref.name}_info.mat"
+    info = _load_mat(info_path)
+    try:
+        joints3d = np.asarray(info["joints3D"], np.float64).transpose(2, 1, 0)[:T]
+    except Exception as exc:
+        raise ClipFileError(
+            f"{info_path} lacks a 3x24xT joints3D ({type(exc).__name__}); render the clip again"
+        ) from None
+    out: dict[str, np.ndarray] = {}
+    for prefix, key in PASS_FILES:
+        path = ref.folder / f"{ref.name}_{prefix}.mat"
+        out[key] = _frames(_load_mat(path), prefix, T, path)
+    if with_rgb:
+        out["rgb"] = _decode_rgb(ref.folder / f"{ref.name}.mp4", T, W, H)
+    K, R, t, joints3d = clean_camera(ref, joints3d)
+    if ref.convention == "surreal":
+        for key in out:
+            out[key] = np.ascontiguousarray(out[key][:, :, ::-1])
+        _, _, cam = surreal_to_clean(spec, np.asarray(info["joints3D"], np.float64)[:, PELVIS, 0])
+        fg = out["segm"] > 0
+        out["depth"] = np.where(fg, out["depth"] / cam.ray_lengths, np.float32(BACKGROUND_DEPTH)).astype(
+            np.float32
+        )
+        to_cam = np.diag([-1.0, 1.0, 1.0]) @ cam.R  # world normals -> the unmirrored camera frame
+        out["normal"] = (out["normal"].astype(np.float64) @ to_cam.T).astype(np.float32) * fg[..., None]
+        out["flow"] = _forward_from_backward(out["flow"].astype(np.float32))
+    cam_z = (joints3d @ R.T + t)[..., 2]
+    out["segm"] = out["segm"].astype(np.uint8)
+    out["parts14"] = PARTS14[out["segm"]]
+    out["depth"] = out["depth"].astype(np.float32)
+    out["depth_bins"] = depth_bins(out["depth"], cam_z[:, PELVIS])
+    out["normal"] = out["normal"].astype(np.float32)
+    out["flow"] = out["flow"].astype(np.float32)
+    out["joints3D"] = joints3d.astype(np.float32)
+    out["joints2D"] = project(K, R, t, joints3d).astype(np.float32)
+    out["K"] = np.repeat(K[None].astype(np.float32), T, 0)
+    out["R"] = np.repeat(R[None].astype(np.float32), T, 0)
+    out["t"] = np.repeat(t[None].astype(np.float32), T, 0)
+    return out
+
+
+# ---- filters over spec fields and QC statistics (`--where`, SurrealClips(where=...)) ----
+
+_FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=|==|!=|=|>|<)\s*(\S.*?)\s*$")
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b, "=": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}  # fmt: skip
+
+
+def clip_fields(spec: dict[str, Any], qc: dict[str, Any] | None) -> dict[str, Any]:
+    """The flat fields a filter can name: the spec's scalars (camera.* as camera_*), the QC statistics, and
+    frames_with_body as a fraction of the clip's frames (frames_with_body_count is the manifest's count)."""
+    fields: dict[str, Any] = {}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            fields.update({f"{key}_{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
+        elif not isinstance(value, (list, tuple)):
+            fields[key] = value
+    qc = qc or {}
+    fields.update({k: v for k, v in qc.items() if k != "frames_with_body"})
+    count, frames = qc.get("frames_with_body"), qc.get("frames") or spec.get("frame_count")
+    fields["frames_with_body_count"] = count
+    fields["frames_with_body"] = None if count is None or not frames else count / frames
+    return fields
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    value: Any
+
+    def __call__(self, fields: dict[str, Any]) -> bool:
+        have = fields.get(self.field)
+        if have is None:
+            return False
+        try:
+            return _OPS[self.op](
+                type(self.value)(have) if isinstance(self.value, float) else have, self.value
+            )
+        except (TypeError, ValueError):
+            return False
+
+
+def parse_filters(expressions: Iterable[str], known: Iterable[str]) -> list[Condition]:
+    """`field OP value` (OP one of >= <= > < == = !=; several joined by `,` or ` and `) -> conditions;
+    a FarmError of one sentence for anything else or an unknown field."""
+    names = sorted(set(known))
+    conditions = []
+    for expression in expressions:
+        for part in re.split(r",|\band\b", expression):
+            if not part.strip():
+                continue
+            match = _FILTER.match(part)
+            if match is None:
+                raise FarmError(
+                    f"filter {part.strip()!r} is not 'field OP value' with OP one of >= <= > < == !=, "
+                    "for example frames_with_body>=0.9"
+                )
+            field, op, raw = match.groups()
+            if field not in names:
+                raise FarmError(
+                    f"filter {part.strip()!r} names an unknown field {field!r}; known: {', '.join(names)}"
+                )
+            value: Any = raw.strip("'\"")
+            try:
+                value = float(raw)
+            except ValueError:
+                pass
+            conditions.append(Condition(field, op, value))
+    return conditions
+
+
+def _filter_fields() -> tuple[str, ...]:
+    from pydantic import BaseModel
+
+    spec: dict[str, Any] = {}
+    for name, field in ClipSpec.model_fields.items():
+        kind = field.annotation
+        sub = isinstance(kind, type) and issubclass(kind, BaseModel)
+        spec[name] = {k: 0 for k in kind.model_fields} if sub else 0  # type: ignore[union-attr]
+    stats = ("frames", "frames_with_body", "body_pixels_mean", "joints_in_image", "flow_mean")
+    return tuple(clip_fields(spec, {k: 0 for k in stats}))
+
+
+FILTER_FIELDS = _filter_fields()
+
+
+def matches(conditions: list[Condition], spec: dict[str, Any], qc: dict[str, Any] | None) -> bool:
+    fields = clip_fields(spec, qc)
+    return all(c(fields) for c in conditions)
