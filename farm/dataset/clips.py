@@ -276,7 +276,7 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
 
 # ---- filters over spec fields and QC statistics (`--where`, SurrealClips(where=...)) ----
 
-_FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=|==|!=|=|>|<)\s*(\S.*?)\s*$")
+_FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=|==|!=|=|>|<)\s*([^<>=!\s].*?)\s*$")
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
     "==": lambda a, b: a == b, "=": lambda a, b: a == b, "!=": lambda a, b: a != b,
@@ -342,7 +342,10 @@ def parse_filters(expressions: Iterable[str], known: Iterable[str]) -> list[Cond
             try:
                 value = float(raw)
             except ValueError:
-                pass
+                if op not in ("=", "==", "!="):
+                    raise FarmError(
+                        f"filter {part.strip()!r} compares {field} with {raw!r}, which is not a number"
+                    ) from None
             conditions.append(Condition(field, op, value))
     return conditions
 

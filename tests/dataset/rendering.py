@@ -39,3 +39,61 @@ with BlenderProcessRenderer(RenderOptions.from_settings(settings)) as renderer:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     return {c: root / c for c in ("clean", "surreal")}
+
+
+def small_farm(folder: Path, frames: int) -> dict[str, str]:
+    """The embedded demo setup (farm/cli/demo.py: SQLite database and broker, output in a folder) with two of
+    the demo's train clips and one test-split clip rendered (their first `frames` frames) and marked done as a
+    worker marks them; returns the FARM_ environment."""
+    from farm.cli.demo import demo_settings
+
+    settings = demo_settings(folder)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FARM_")}, **settings}
+    code = f"""
+import json
+from pathlib import Path
+from sqlalchemy import select
+from farm.assets.builtin_motions import builtin_library
+from farm.cli.demo import plan_demo
+from farm.core.db import session_scope
+from farm.core.files import sha256_file
+from farm.core.models import Catalog, Clip, ClipStatus, Sequence
+from farm.core.settings import get_settings
+from farm.core.storage import open_storage
+from farm.render.client import BlenderProcessRenderer
+from farm.render.job import RenderOptions
+from scheduler.enqueue import store_clips
+from scheduler.plan import clips_in_run
+from worker.output import render_clip_files
+
+settings = get_settings()
+ids = plan_demo(settings)[:2]
+test_name = next(m.name for m in builtin_library() if m.kind == "walk" and m.split == "test")
+with session_scope(settings.database_url) as session:
+    catalog, seq = session.execute(
+        select(Catalog.name, Sequence).join(Catalog).where(Sequence.name == test_name)
+    ).one()
+    ids += store_clips(session, [(catalog, seq, clips_in_run(seq.mocap_frames, seq.mocap_rate, 0)[0])],
+                       settings.seed, settings.body_model, convention=settings.convention)
+storage = open_storage(settings)
+root = Path(settings.storage_url)
+with BlenderProcessRenderer(RenderOptions.from_settings(settings)) as renderer:
+    for clip_id in ids:
+        with session_scope(settings.database_url) as session:
+            clip = session.get(Clip, clip_id)
+            from farm.core.spec import ClipSpec
+            spec = ClipSpec.model_validate(clip.spec)
+            files = render_clip_files(spec, renderer, root, frames={frames}, settings=settings)
+            manifest = json.loads((root / files.files[-1]).read_text())
+            clip.spec = manifest["spec"]
+            clip.status = ClipStatus.DONE
+            clip.frames_done = files.frames
+            clip.output_uri = storage.uri(spec.output_dir)
+            clip.checksums = {{str(f): {{"sha256": sha256_file(root / f), "size": (root / f).stat().st_size}}
+                              for f in files.files}}
+            clip.qc = files.qc
+            clip.frames_with_body = files.qc["frames_with_body"]
+"""
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=folder, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return env

@@ -1,0 +1,205 @@
+"""`farm export index` (a Parquet table of the done clips) and `farm export shards` (WebDataset tar shards)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from farm.core.errors import FarmError
+
+app = typer.Typer(
+    help="Export rendered clips for training: an index table and WebDataset shards.", no_args_is_help=True
+)
+
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        help="Keep clips matching 'field OP value' (OP: >= <= > < == !=), over spec fields and QC statistics, "
+        "for example frames_with_body>=0.9 (a fraction of the clip's frames) or split==train; repeatable.",
+    ),
+]
+FILE_KINDS = {".mp4": "mp4", "_info.mat": "info", "_depth.mat": "depth", "_segm.mat": "segm",
+              "_gtflow.mat": "gtflow", "_normal.mat": "normal", "_manifest.json": "manifest"}  # fmt: skip
+ARRAYS = ("segm", "parts14", "depth", "depth_bins", "normal", "flow", "joints2D", "joints3D", "K", "R", "t")
+
+
+def _done_clips(where: list[str] | None) -> list[Any]:
+    """The done clips of FARM_DATABASE_URL that pass the filters, in id order."""
+    from sqlalchemy import select
+
+    from farm.core.db import safe_url, session_scope
+    from farm.core.models import Clip, ClipStatus
+    from farm.core.settings import get_settings
+    from farm.dataset.clips import FILTER_FIELDS, matches, parse_filters
+
+    conditions = parse_filters(where or (), FILTER_FIELDS)
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        rows = list(session.scalars(select(Clip).where(Clip.status == ClipStatus.DONE).order_by(Clip.id)))
+        session.expunge_all()
+    if not rows:
+        raise FarmError(
+            f"the database {safe_url(settings.database_url)} has no done clips to export; render some first"
+        )
+    return [r for r in rows if matches(conditions, r.spec, r.qc)]
+
+
+def index_rows(clips: list[Any], storage: Any) -> list[dict[str, Any]]:
+    """One row per clip: spec fields, QC statistics, and each file's URI, sha256 and size."""
+    from farm.core.spec import ClipSpec
+    from farm.dataset.clips import clip_fields
+
+    rows = []
+    for clip in clips:
+        spec = ClipSpec.model_validate(clip.spec)
+        row: dict[str, Any] = {"clip_id": clip.id, **clip_fields(clip.spec, clip.qc)}
+        row["shape"], row["light"] = list(spec.shape), list(spec.light)
+        row["output_uri"] = clip.output_uri or storage.uri(spec.output_dir)
+        row["render_seconds"] = clip.render_seconds
+        checksums = {Path(k).name: v for k, v in (clip.checksums or {}).items()}
+        for suffix, kind in FILE_KINDS.items():
+            name = f"{spec.name}{suffix}"
+            row[f"{kind}_uri"] = storage.uri(f"{spec.output_dir}/{name}")
+            row[f"{kind}_sha256"] = (checksums.get(name) or {}).get("sha256")
+            row[f"{kind}_size"] = (checksums.get(name) or {}).get("size")
+        rows.append(row)
+    return rows
+
+
+@app.command("index")
+def export_index(
+    out: Annotated[Path, typer.Option("--out", help="The Parquet file to write.")],
+    where: WhereOption = None,
+) -> None:
+    """Write one row per done clip (spec fields, QC statistics, storage URIs and checksums) as Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from farm.cli.console import err
+    from farm.core.settings import get_settings
+    from farm.core.storage import open_storage
+
+    clips = _done_clips(where)
+    rows = index_rows(clips, open_storage(get_settings()))
+    table = pa.Table.from_pylist(rows) if rows else pa.table({"clip_id": pa.array([], pa.int64())})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out)
+    err.print(f"wrote {len(rows):,} clips to {out}", highlight=False)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _image(rgb: np.ndarray, kind: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG" if kind == "png" else "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def shard_samples(
+    clip: dict[str, np.ndarray], name: str, meta: dict[str, Any], image: str
+) -> Iterator[dict[str, bytes]]:
+    """One WebDataset sample per frame: `__key__` and {extension: bytes}."""
+    for f in range(len(clip["segm"])):
+        sample = {"__key__": f"{name}_f{f:03d}".encode(), f"rgb.{image}": _image(clip["rgb"][f], image)}
+        sample.update({f"{k.lower()}.npy": _npy(clip[k][f]) for k in ARRAYS})
+        sample["json"] = json.dumps({**meta, "frame": f}).encode()
+        yield sample
+
+
+class ShardWriter:
+    """Tar shards `<prefix>-NNNNNN.tar` of `per_shard` samples each, written as they fill."""
+
+    def __init__(self, folder: Path, prefix: str, per_shard: int) -> None:
+        self.folder, self.prefix, self.per_shard = folder, prefix, per_shard
+        self.tar: tarfile.TarFile | None = None
+        self.count = 0
+        self.shards: list[Path] = []
+
+    def write(self, sample: dict[str, bytes]) -> None:
+        if self.tar is None or self.count % self.per_shard == 0:
+            self.close()
+            path = self.folder / f"{self.prefix}-{len(self.shards):06d}.tar"
+            self.shards.append(path)
+            self.tar = tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)
+        key = sample["__key__"].decode()
+        for ext, data in sample.items():
+            if ext == "__key__":
+                continue
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            self.tar.addfile(info, io.BytesIO(data))
+        self.count += 1
+
+    def close(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
+
+
+@app.command("shards")
+def export_shards(
+    out: Annotated[Path, typer.Option("--out", help="The folder for the shards (train-*.tar, test-*.tar).")],
+    frames_per_shard: Annotated[
+        int, typer.Option("--frames-per-shard", min=1, help="Samples per tar.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="The shuffle's seed.")] = 0,
+    image: Annotated[str, typer.Option("--image", help="RGB as png (lossless) or jpg.")] = "png",
+    mix_clips: Annotated[
+        int, typer.Option("--mix-clips", min=1, help="Frames are shuffled across windows of this many clips.")
+    ] = 8,
+    where: WhereOption = None,
+) -> None:
+    """Write the done clips as WebDataset shards of one frame each, in the clean convention (farm.dataset)."""
+    import tempfile
+
+    from farm.cli.console import err, progress_bar
+    from farm.core.settings import get_settings
+    from farm.core.storage import open_storage
+    from farm.dataset.clips import fetch_clip, load_clip
+
+    if image not in ("png", "jpg"):
+        raise FarmError(f"--image {image!r} must be png or jpg")
+    clips = _done_clips(where)
+    storage = open_storage(get_settings())
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    total = sum(c.frames_done or c.frames for c in clips)
+    written: dict[str, list[Path]] = {}
+    with tempfile.TemporaryDirectory(prefix="farm-shards-") as tmp, progress_bar() as bar:
+        task = bar.add_task("writing shards", total=total)
+        for split in ("train", "test"):
+            chosen = [c for c in clips if c.split == split]
+            order = [chosen[i] for i in rng.permutation(len(chosen))]
+            writer = ShardWriter(out, split, frames_per_shard)
+            for start in range(0, len(order), mix_clips):
+                window: list[dict[str, bytes]] = []
+                for clip in order[start : start + mix_clips]:
+                    ref = fetch_clip(storage, clip.spec, Path(tmp))
+                    meta = {"clip": ref.name, "split": split, "run": ref.spec.run, "sequence": ref.spec.sequence,
+                            "convention": "clean", "written_in": ref.convention, "qc": ref.qc}  # fmt: skip
+                    window.extend(shard_samples(load_clip(ref), ref.name, meta, image))
+                for i in rng.permutation(len(window)):
+                    writer.write(window[i])
+                    bar.advance(task)
+            writer.close()
+            written[split] = writer.shards
+    for split, shards in written.items():
+        if shards:
+            err.print(
+                f"{split}: {len(shards)} shards in {out} ({split}-{{000000..{len(shards) - 1:06d}}}.tar)",
+                highlight=False,
+            )
