@@ -14,6 +14,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Annotated, Literal
 
 import typer
 
@@ -21,6 +22,7 @@ from farm.core.errors import FarmError
 
 app = typer.Typer(help="Run workers on a Slurm cluster.", no_args_is_help=True)
 
+SlurmDevice = Literal["cpu", "cuda", "optix"]
 DEVICES = ("cpu", "cuda", "optix")
 # A FARM_* variable with one of these in its name holds a secret (FARM_DASHBOARD_AUTH, ...).
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "AUTH", "KEY")
@@ -157,8 +159,10 @@ def write_script(
     """The sbatch script and the names of the FARM_* variables left out of it as secrets."""
     if device not in DEVICES:
         raise FarmError(f"--device {device!r} must be cpu, cuda or optix")
-    if stop_before >= _seconds(time):
-        raise FarmError(f"--stop-before {stop_before} s must be shorter than --time {time}")
+    # Slurm sends the signal up to a minute early (it looks every 30 s, with 30 s to spare): leave the workers
+    # that minute to start, so that the signal never finds one before Celery listens for it.
+    if stop_before + 60 > _seconds(time):
+        raise FarmError(f"--stop-before {stop_before} s must be at least a minute shorter than --time {time}")
     for option, value in (("--partition", partition), ("--account", account), ("--job-name", job_name)):
         _checked(option, value)
     _checked("--output", output)
@@ -222,28 +226,46 @@ def write_script(
 
 @app.command("script")
 def script(
-    nodes: int = typer.Option(1, min=1, help="Nodes; scale the farm with more."),
-    gpus_per_node: int = typer.Option(
-        1,
-        min=1,
-        help="GPUs per node, one worker each (with --device cpu: workers per node, no GPU requested).",
-    ),
-    time: str = typer.Option("24:00:00", help="The job's time limit, HH:MM:SS or D-HH:MM:SS."),
-    partition: str = typer.Option(None, help="Slurm partition (default: the cluster's)."),
-    account: str = typer.Option(None, help="Slurm account to charge."),
-    device: str = typer.Option(None, help="cpu, cuda or optix (default: FARM_DEVICE)."),
-    image: Path = typer.Option(None, help="An Apptainer image (apptainer build farm.sif docker/farm.def)."),
-    env_file: Path = typer.Option(
-        None, help="Env file on the shared file system with the secrets; the job sources it at start."
-    ),
-    cpus_per_worker: int = typer.Option(None, min=1, help="CPUs per worker (sbatch --cpus-per-task)."),
-    stop_before: int = typer.Option(
-        300, min=1, help="Seconds before the time limit at which workers get SIGTERM and finish their clip."
-    ),
-    job_name: str = typer.Option("farm-workers", help="The job's name."),
-    output: str = typer.Option("farm-workers-%j.out", help="The job's log (sbatch --output)."),
-    sbatch: list[str] = typer.Option([], help="More sbatch options, e.g. --sbatch=--mem=32G (repeatable)."),
-    out: Path = typer.Option(None, help="Write the script here (default: standard output)."),
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes; scale the farm with more.")] = 1,
+    gpus_per_node: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="GPUs per node, one worker each (with --device cpu: workers per node, no GPU requested).",
+        ),
+    ] = 1,
+    time: Annotated[str, typer.Option(help="The job's time limit, HH:MM:SS or D-HH:MM:SS.")] = "24:00:00",
+    partition: Annotated[str | None, typer.Option(help="Slurm partition (default: the cluster's).")] = None,
+    account: Annotated[str | None, typer.Option(help="Slurm account to charge.")] = None,
+    device: Annotated[
+        SlurmDevice | None, typer.Option(help="The render device (default: FARM_DEVICE).")
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="An Apptainer image (apptainer build farm.sif docker/farm.def).")
+    ] = None,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Env file on the shared file system with the secrets; the job sources it at start."
+        ),
+    ] = None,
+    cpus_per_worker: Annotated[
+        int | None, typer.Option(min=1, help="CPUs per worker (sbatch --cpus-per-task).")
+    ] = None,
+    stop_before: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Seconds before the time limit at which workers get SIGTERM and finish their clip."
+        ),
+    ] = 300,
+    job_name: Annotated[str, typer.Option(help="The job's name.")] = "farm-workers",
+    output: Annotated[str, typer.Option(help="The job's log (sbatch --output).")] = "farm-workers-%j.out",
+    sbatch: Annotated[
+        list[str] | None, typer.Option(help="More sbatch options, e.g. --sbatch=--mem=32G (repeatable).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the script here (default: standard output).")
+    ] = None,
 ) -> None:
     """Write an sbatch script that starts one `farm worker` per GPU on each node against the central services."""
     from farm.cli.console import err
@@ -262,7 +284,7 @@ def script(
         stop_before=stop_before,
         job_name=job_name,
         output=output,
-        sbatch=sbatch,
+        sbatch=sbatch or [],
         environ=dict(os.environ),
         script_name=out.name if out is not None else "farm-workers.sbatch",
     )

@@ -3,7 +3,8 @@
 The Slurm test starts its own cluster (Debian's slurm-wlm and munge, from `make setup`): munged on a private
 socket with a fresh key, slurmctld and slurmd in the foreground with a generated slurm.conf (one node, this
 machine's CPUs, root as SlurmUser and SlurmdUser, no cgroups), all in a temporary folder on free ports, and
-submits the script with sbatch against the test's PostgreSQL and Redis. Every daemon and job process is
+submits the script with sbatch against the test's PostgreSQL and Redis: a clip is rendered and the job ends on
+`scancel --signal=TERM`; another job's worker is stopped by `#SBATCH --signal` before its time limit. Every daemon and job process is
 stopped at the end, also when the test fails.
 """
 
@@ -392,3 +393,33 @@ def test_the_script_runs_workers_on_slurm_that_render_a_clip_and_stop_on_sigterm
     print(
         f"slurm job {job_id}: clip done {rendered:.0f} s after sbatch, stopped {time.monotonic() - started:.0f} s"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_slurm_sends_the_workers_sigterm_before_the_time_limit_and_the_job_completes(  # type: ignore[no-untyped-def]
+    farm, pg_farm, tmp_path, slurm
+) -> None:
+    pg_farm(storage_url=str(tmp_path / "output"))
+    script = tmp_path / "workers.sbatch"
+    result = farm(
+        "slurm", "script", "--device", "cpu", "--time", "00:02:00", "--stop-before", "60",
+        "--output", str(tmp_path / "job-%j.out"), "--out", str(script),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    started = time.monotonic()
+    job_id = slurm.run("sbatch", "--parsable", str(script), cwd=tmp_path).strip().split(";")[0]
+    log = tmp_path / f"job-{job_id}.out"
+    # The limit is 2 minutes; Slurm signals the steps when at most 60 s (+ its 30 s check interval) are left.
+    wait_for(
+        lambda: slurm.job(job_id)["JobState"] not in ("PENDING", "RUNNING", "COMPLETING"),
+        150,
+        f"the job to end\n{slurm.logs()}",
+    )
+    job, text = slurm.job(job_id), log.read_text()
+    elapsed = time.monotonic() - started
+    assert (job["JobState"], job["ExitCode"]) == ("COMPLETED", "0:0"), (
+        text
+    )  # not TIMEOUT: the worker left first
+    assert elapsed < 120 and re.search(r"ready\.(.|\n)*warm shutdown", text, re.I), text
+    print(f"slurm job {job_id}: SIGTERM from --signal, the job completed {elapsed:.0f} s after sbatch")
