@@ -118,3 +118,31 @@ def test_the_example_trains_in_smoke_mode(rendered, tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "mean IoU over the 14 parts: model" in run.stdout and "majority-class baseline" in run.stdout
+
+
+def test_clips_in_s3_storage_read_like_local_ones(rendered, s3_credentials, tmp_path):
+    import json
+
+    from seaweed import BUCKET
+
+    from farm.core.storage import S3Storage
+    from farm.dataset import SurrealClips
+
+    storage = S3Storage(BUCKET, "dataset-test", s3_credentials["s3_endpoint_url"])
+    (manifest,) = rendered["surreal"].rglob("*_manifest.json")
+    for path in manifest.parent.iterdir():
+        storage.put_file(path, f"{path.parent.relative_to(rendered['surreal'])}/{path.name}")
+    spec = json.loads(manifest.read_text())["spec"]
+    remote = SurrealClips(storage, [spec], index="clip", download_dir=tmp_path / "cache")
+    local = SurrealClips(rendered["surreal"], index="clip")
+    a, b = remote[0], local[0]
+    for key in ("segm", "depth", "normal", "flow", "joints2D", "K", "R", "t", "rgb"):
+        assert (a[key] == b[key]).all(), key
+
+
+def test_the_cli_and_the_clip_reader_do_not_import_torch():
+    import subprocess
+
+    code = "import sys, farm.cli.main, farm.dataset, farm.dataset.clips; print('torch' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"
