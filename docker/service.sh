@@ -1,5 +1,5 @@
 #!/bin/sh
-# Starts Redis or SeaweedFS in its compose container. Secrets come from the environment and go into a private
+# Starts Redis, SeaweedFS or Prometheus in its compose container. Secrets come from the environment and go into a private
 # file (mode 0600 in FARM_RUN_DIR, a tmpfs in compose), never onto a command line, which any process can read.
 #
 #   service.sh redis-server [OPTION]...   REDIS_PASSWORD becomes `requirepass` in a redis.conf
@@ -8,16 +8,20 @@
 #                                         on start. weed listens on the container's loopback only (its S3 gRPC
 #                                         port would let anyone add an identity), so socat forwards
 #                                         FARM_S3_LISTEN (address:port) to weed's -s3.port.
+#   service.sh prometheus [FLAG]...       FARM_DASHBOARD_AUTH (user:password), which the bookkeeper asks for:
+#                                         the password becomes the scrape's password_file, the user its
+#                                         `username`, in a copy of --config.file that Prometheus then reads
 set -eu
 run=${FARM_RUN_DIR:-/run/farm}
 umask 077
 
-# The value of the variable named $1; it must be a plain token (it goes into URLs, a config line and JSON).
+# The value of the variable named $1 (called $2 in messages, if given); it must be a plain token (it goes into
+# URLs, a config line and JSON).
 token() {
     eval "value=\${$1:-}"
     case $value in
     "" | *[!A-Za-z0-9._~-]*)
-        echo "service.sh: set $1 in .env (letters, digits and . _ ~ - only)" >&2
+        echo "service.sh: set ${2:-$1} in cluster.env (letters, digits and . _ ~ - only)" >&2
         exit 2
         ;;
     esac
@@ -77,8 +81,35 @@ weed)
     wait "$gate" || true
     exit "$status"
     ;;
+prometheus)
+    auth=${FARM_DASHBOARD_AUTH:-}
+    DASHBOARD_USER=${auth%%:*} DASHBOARD_PASSWORD=${auth#*:}
+    case $auth in *:*) ;; *) DASHBOARD_PASSWORD= ;; esac
+    user=$(token DASHBOARD_USER "FARM_DASHBOARD_AUTH's user")
+    password=$(token DASHBOARD_PASSWORD "FARM_DASHBOARD_AUTH's password")
+    printf '%s' "$password" >"$run/dashboard-password"
+    unset FARM_DASHBOARD_AUTH DASHBOARD_USER DASHBOARD_PASSWORD auth password
+    config=
+    for arg; do
+        shift
+        case $arg in
+        --config.file=*)
+            config=${arg#*=}
+            arg=--config.file=$run/prometheus.yml
+            ;;
+        esac
+        set -- "$@" "$arg"
+    done
+    if [ -z "$config" ]; then
+        echo "service.sh: give prometheus --config.file" >&2
+        exit 2
+    fi
+    sed -e "s|^\([[:space:]]*username:\).*|\1 $user|" \
+        -e "s|^\([[:space:]]*password_file:\).*|\1 $run/dashboard-password|" "$config" >"$run/prometheus.yml"
+    exec "$@"
+    ;;
 *)
-    echo "usage: service.sh redis-server [OPTION]... | weed server [FLAG]..." >&2
+    echo "usage: service.sh redis-server [OPTION]... | weed server [FLAG]... | prometheus [FLAG]..." >&2
     exit 2
     ;;
 esac

@@ -18,13 +18,14 @@ from conftest import service_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-SECRETS = {  # stand-ins for .env; each must reach the services only through ${...}
+SECRETS = {  # stand-ins for cluster.env; each must reach the services only through ${...} or env_file
     "POSTGRES_PASSWORD": "pgSecret123",
     "REDIS_PASSWORD": "redisSecret456",
     "S3_ACCESS_KEY": "s3Key789",
     "S3_SECRET_KEY": "s3Secret012",
     "FLOWER_BASIC_AUTH": "admin:flowerSecret345",
     "FARM_DASHBOARD_AUTH": "admin:dashboardSecret678",
+    "GRAFANA_ADMIN_PASSWORD": "grafanaSecret901",
 }
 SECRET_VALUES = {key: value.partition(":")[2] or value for key, value in SECRETS.items()}  # user:password
 
@@ -37,18 +38,21 @@ def needs(program: str) -> str:
     return str(found)
 
 
-def compose_config(env_file: Path | None) -> subprocess.CompletedProcess[str]:
-    """`docker-compose config` (Debian's docker-compose 1.29: parses and interpolates without an engine)."""
-    args = [needs("docker-compose"), "--project-directory", str(ROOT), "-f", str(COMPOSE)]
+def compose_config(env_file: Path | None, project: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` (Debian's docker-compose 1.29: parses and interpolates without an engine);
+    without env_file, compose reads the project folder's .env."""
+    args = [needs("docker-compose"), "--project-directory", str(project), "-f", str(COMPOSE)]
     if env_file is not None:
         args += ["--env-file", str(env_file)]
     return subprocess.run([*args, "config"], capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
 def parsed_config(folder: Path, **settings: str) -> dict[str, Any]:
-    """The interpolated compose file with SECRETS (and settings) as .env."""
-    env = folder / "test.env"
-    env.write_text("".join(f"{k}={v}\n" for k, v in {**SECRETS, **settings}.items()))
+    """The interpolated compose file with SECRETS (and settings) as cluster.env, which is also the farm's
+    containers' env_file (CLUSTER_ENV)."""
+    env = folder / "cluster.env"
+    values = {**SECRETS, "CLUSTER_ENV": str(env), **settings}
+    env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     result = compose_config(env)
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)

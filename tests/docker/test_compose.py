@@ -49,9 +49,9 @@ def farm_command_problem(argv: list[str]) -> str | None:
 
 
 def test_compose_file_parses_and_every_secret_is_required():
-    result = compose_config(None)  # no .env: every secret is missing
+    result = compose_config(None)  # no cluster.env: every secret is missing
     assert result.returncode != 0
-    assert "set it in .env" in result.stderr
+    assert "set it in cluster.env" in result.stderr
 
 
 def test_every_service_command_exists(config):
@@ -153,7 +153,7 @@ def test_no_literal_secret_in_the_compose_file():
                 walk(value, f"{where}[{i}]")
 
     walk(raw, "compose")
-    # A secret has no default: compose refuses to start without it in .env.
+    # A secret has no default: compose refuses to start without it in cluster.env.
     for name, how in re.findall(r"\$\{(\w+)([^}]*)\}", text):
         if SECRET_NAME.search(name):
             assert how.startswith(":?"), f"${{{name}{how}}}: a secret must be required (${{{name}:?...}})"
@@ -161,9 +161,11 @@ def test_no_literal_secret_in_the_compose_file():
     for userinfo in re.findall(r"://([^@/\s]*)@", text):
         password = userinfo.partition(":")[2]
         assert password.startswith("${"), f"a URL in docker-compose.yml holds a literal password: {userinfo}"
-    example = (ROOT / ".env.example").read_text()
+    example = (ROOT / "cluster.env.example").read_text()
     for key in SECRETS:
-        assert re.search(rf"^{key}=$", example, re.M), f".env.example must name {key} and leave it empty"
+        assert re.search(rf"^{key}=$", example, re.M), (
+            f"cluster.env.example must name {key} and leave it empty"
+        )
 
 
 def command_lines(service: dict[str, Any]) -> list[list[str]]:
@@ -216,7 +218,8 @@ PORT = re.compile(r"\$\{(?P<addr>\w+):-127\.0\.0\.1\}:\$\{\w+:-\d+\}:\d+")
 def test_every_published_port_binds_to_an_address_that_defaults_to_127_0_0_1(config, tmp_path):
     raw = yaml.safe_load(COMPOSE.read_text())
     published = {name: s["ports"] for name, s in raw["services"].items() if s.get("ports")}
-    assert {"postgres", "redis", "seaweedfs", "bookkeeper", "flower"} <= set(published)
+    services = {"postgres", "redis", "seaweedfs", "bookkeeper", "flower", "grafana", "prometheus"}
+    assert services <= set(published)
     address_of = {}
     for name, ports in published.items():
         for port in ports:
@@ -225,7 +228,8 @@ def test_every_published_port_binds_to_an_address_that_defaults_to_127_0_0_1(con
             address_of[name] = match["addr"]
     # The worker hosts need PostgreSQL, Redis and S3; people need the dashboards: each has its own address.
     assert {address_of[n] for n in ("postgres", "redis", "seaweedfs")} == {"FARM_PUBLISH_ADDR"}
-    assert {address_of[n] for n in ("bookkeeper", "flower")} == {"FARM_DASHBOARD_ADDR"}
+    assert {address_of[n] for n in ("bookkeeper", "flower", "grafana")} == {"FARM_DASHBOARD_ADDR"}
+    assert address_of["prometheus"] == "FARM_PROMETHEUS_ADDR"  # no login: opened only on purpose
 
     for service in config["services"].values():
         for port in service.get("ports", []):
@@ -233,10 +237,10 @@ def test_every_published_port_binds_to_an_address_that_defaults_to_127_0_0_1(con
     opened = parsed_config(tmp_path, FARM_PUBLISH_ADDR="10.1.2.3")["services"]
     for name in ("postgres", "redis", "seaweedfs"):
         assert [str(p).split(":")[0] for p in opened[name]["ports"]] == ["10.1.2.3"]
-    for name in ("bookkeeper", "flower"):
+    for name in ("bookkeeper", "flower", "grafana", "prometheus"):
         assert [str(p).split(":")[0] for p in opened[name]["ports"]] == ["127.0.0.1"]
-    example = (ROOT / ".env.example").read_text()
-    for variable in ("FARM_PUBLISH_ADDR", "FARM_DASHBOARD_ADDR"):
+    example = (ROOT / "cluster.env.example").read_text()
+    for variable in ("FARM_PUBLISH_ADDR", "FARM_DASHBOARD_ADDR", "FARM_PROMETHEUS_ADDR"):
         assert re.search(rf"^{variable}=127\.0\.0\.1$", example, re.M)
 
 
