@@ -202,21 +202,22 @@ def project(K: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> 
     return x[..., :2] / x[..., 2:3]
 
 
-def _forward_from_backward(backward: np.ndarray, steps: int = 10) -> np.ndarray:
+def _forward_from_backward(backward: np.ndarray, body: np.ndarray, steps: int = 10) -> np.ndarray:
     """Forward flow of frames 0..T-2 from the backward flows of 1..T-1 (each at its own frame's pixels, pointing
-    from t-1's position: p_t - p_{t-1}): f_t(p) = b_{t+1}(p + f_t(p)), solved by fixed-point steps with
-    nearest-pixel lookups, starting from b_t (the same pixels' previous motion). Where no pixel of frame t+1 comes from p (p is covered at t+1) it does not settle;
-    those pixels keep the last step's value."""
+    from t-1's position: p_t - p_{t-1}): f_t(p) = b_{t+1}(p + f_t(p)), solved on the body pixels of frame t
+    (`body`, (T, H, W); the background does not move) by fixed-point steps with nearest-pixel lookups, starting
+    from b_t (the same pixels' previous motion). Where no pixel of frame t+1 comes from p (p is covered at t+1)
+    it does not settle; those pixels keep the last step's value."""
     T, H, W, _ = backward.shape
     forward = np.zeros_like(backward)
-    rows, cols = np.mgrid[0:H, 0:W]
     for t in range(T - 1):
-        b, f = backward[t + 1], backward[t]  # start from the motion into frame t (0 for the first frame)
+        rows, cols = np.nonzero(body[t])
+        b, f = backward[t + 1], backward[t][rows, cols]  # the motion into frame t (0 for the first frame)
         for _ in range(steps):
-            c = np.clip(np.rint(cols + f[..., 0]).astype(np.int64), 0, W - 1)
-            r = np.clip(np.rint(rows + f[..., 1]).astype(np.int64), 0, H - 1)
+            c = np.clip(np.rint(cols + f[:, 0]).astype(np.int64), 0, W - 1)
+            r = np.clip(np.rint(rows + f[:, 1]).astype(np.int64), 0, H - 1)
             f = b[r, c]
-        forward[t] = f
+        forward[t][rows, cols] = f
     return forward
 
 
@@ -258,7 +259,7 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
         )
         to_cam = np.diag([-1.0, 1.0, 1.0]) @ cam.R  # world normals -> the unmirrored camera frame
         out["normal"] = (out["normal"].astype(np.float64) @ to_cam.T).astype(np.float32) * fg[..., None]
-        out["flow"] = _forward_from_backward(out["flow"].astype(np.float32))
+        out["flow"] = _forward_from_backward(out["flow"].astype(np.float32), fg)
     cam_z = (joints3d @ R.T + t)[..., 2]
     out["segm"] = out["segm"].astype(np.uint8)
     out["parts14"] = PARTS14[out["segm"]]
