@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup system-deps test lint demo clean
+.PHONY: setup system-deps test lint demo clean lock
 
 setup: system-deps $(VENV)/.installed
 
@@ -16,12 +16,19 @@ system-deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium docker-compose faketime gcc libc6-dev socat prometheus slurm-wlm munge >/dev/null; }
 
-# torch is pinned to the CPU build that the machine keeps on disk; bpy needs Python 3.11 and numpy < 2.
-$(VENV)/.installed: pyproject.toml
+# Every dependency of every extra at the version and sha256 of requirements.lock (torch is the CPU build that
+# the machine keeps on disk; bpy needs Python 3.11 and numpy < 2), then the farm itself, editable, built with the
+# setuptools just installed.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[render,dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# requirements.lock from pyproject.toml (all extras) with pip-tools; run it after changing the dependencies.
+lock: setup
+	$(BIN)/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --all-extras --no-emit-index-url \
+	  --no-emit-find-links -c lock-constraints.txt -o requirements.lock pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check .

@@ -10,8 +10,8 @@ WORKDIR /opt/farm
 
 # Dependencies first (they change only with pyproject.toml), then the code.
 COPY pyproject.toml docker/install.sh ./
-RUN ./install.sh deps
-COPY README.md ./
+RUN ./install.sh deps flower
+COPY README.md LICENSE ./
 COPY farm farm
 COPY scheduler scheduler
 COPY worker worker

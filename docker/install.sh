@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the farm into the active Python environment. The Dockerfiles run this; tests run it outside a container.
 #
-#   docker/install.sh deps [EXTRA]   torch (CPU build) and every dependency in pyproject.toml (+ the extra);
+#   docker/install.sh deps [EXTRA[,EXTRA]]  torch (CPU build) and every dependency in pyproject.toml (+ extras);
 #                                    needs only pyproject.toml, so the image caches this layer across code edits
 #   docker/install.sh farm           the farm itself, without dependencies
 #
@@ -26,8 +26,8 @@ import sys
 import tomllib
 
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-extra = sys.argv[1]
-print("\n".join(project["dependencies"] + (project["optional-dependencies"][extra] if extra else [])))
+extras = [e for e in sys.argv[1].split(",") if e]
+print("\n".join(project["dependencies"] + [r for e in extras for r in project["optional-dependencies"][e]]))
 PY
     pip_install -r /tmp/farm-requirements.txt
     rm -f /tmp/farm-requirements.txt
@@ -36,7 +36,7 @@ farm)
     pip_install --no-deps .
     ;;
 *)
-    echo "usage: docker/install.sh deps [EXTRA] | farm" >&2
+    echo "usage: docker/install.sh deps [EXTRA[,EXTRA]] | farm" >&2
     exit 2
     ;;
 esac

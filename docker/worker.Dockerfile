@@ -29,7 +29,7 @@ WORKDIR /opt/farm
 
 COPY pyproject.toml docker/install.sh ./
 RUN ./install.sh deps render
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY farm farm
 COPY scheduler scheduler
 COPY worker worker

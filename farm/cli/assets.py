@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from farm.core.spec import Split
 
 app = typer.Typer(help="Bodies and appearance assets.", no_args_is_help=True)
 
@@ -20,8 +24,8 @@ def _print_asset_import(result) -> None:  # type: ignore[no-untyped-def]
 
 @import_app.command("backgrounds")
 def import_backgrounds(
-    path: str = typer.Argument(..., help="A folder of images (searched recursively) or a list file."),
-    split: str = typer.Option(..., "--split", help="train or test"),
+    path: Annotated[str, typer.Argument(help="A folder of images (searched recursively) or a list file.")],
+    split: Annotated[Split, typer.Option(help="Which split's pool the images join.")],
 ) -> None:
     """Register background images (any size; scaled and centre-cropped to the frame when rendering)."""
     from pathlib import Path
@@ -29,16 +33,14 @@ def import_backgrounds(
     from farm.core.settings import get_settings
     from scheduler.assets import import_backgrounds as run_import
 
-    if split not in ("train", "test"):
-        from farm.core.errors import FarmError
-
-        raise FarmError(f"--split {split!r} must be train or test")
-    _print_asset_import(run_import(get_settings().database_url, Path(path), split))  # type: ignore[arg-type]
+    _print_asset_import(run_import(get_settings().database_url, Path(path), split))
 
 
 @import_app.command("textures")
 def import_textures(
-    surreal_dir: str = typer.Argument(..., help="SURREAL's smpl_data folder (with textures/*_train.txt)."),
+    surreal_dir: Annotated[
+        str, typer.Argument(help="SURREAL's smpl_data folder (with textures/*_train.txt).")
+    ],
 ) -> None:
     """Register SURREAL's clothing textures from its female/male train/test list files."""
     from pathlib import Path
@@ -54,9 +56,10 @@ def import_textures(
 
 @app.command("build-body")
 def build_body(
-    out: str | None = typer.Option(
-        None, "--out", help="Folder for SMPL_FEMALE/MALE/NEUTRAL.npz (default: the cache)."
-    ),
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="Folder for SMPL_FEMALE/MALE/NEUTRAL.npz (default: the cache)."),
+    ] = None,
 ) -> None:
     """Build the free SMPL-compatible bodies from anny (deterministic; cached after the first build)."""
     import json
@@ -81,7 +84,7 @@ def build_body(
 
 @app.command("preview")
 def preview(
-    out: str = typer.Option("free-bodies.png", "--out", help="The PNG contact sheet to write."),
+    out: Annotated[str, typer.Option("--out", help="The PNG contact sheet to write.")] = "free-bodies.png",
 ) -> None:
     """Write a PNG contact sheet of the free bodies in several shapes and poses (no Blender needed)."""
     from pathlib import Path

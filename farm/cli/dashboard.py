@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import typer
 
@@ -10,10 +11,13 @@ from farm.core.settings import get_settings
 
 
 def bookkeeper(
-    host: str = typer.Option(
-        "127.0.0.1", help="Address to listen on; any but this host's needs FARM_DASHBOARD_AUTH=user:password."
-    ),
-    port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on; any but this host's needs FARM_DASHBOARD_AUTH=user:password."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
 ) -> None:
     """Serve the dashboard (/), the JSON API (/api/...), /metrics and clip thumbnails from the database."""
     from farm.dashboard.app import serve

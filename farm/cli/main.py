@@ -5,31 +5,60 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from farm import __version__
 from farm.cli import assets, dashboard, outputs, render_clip, slurm
 from farm.cli.console import err, progress_bar
-from farm.core.errors import FarmError
-from farm.core.settings import get_settings, with_convention
+from farm.core.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, FarmError
+from farm.core.settings import Device, get_settings, with_convention
+from farm.core.spec import Convention, Split
+
+# The help's groups, in the order an operator meets them.
+SETUP, PLAN, RUN, CLIPS = "Set up", "Plan and track", "Run the farm", "Clips and files"
+EXIT_CODES = (
+    f"Exit codes: 0 success; {EXIT_CHECK_FAILED} a check found problems (verify, qc, demo); "
+    f"{EXIT_USAGE} bad usage (an unknown option, a value outside its choices); {EXIT_BAD_INPUT} bad input "
+    f"(a setting, file, name or value the farm refused); {EXIT_UNAVAILABLE} a service is unreachable "
+    "(the database, broker or storage)."
+)
 
 app = typer.Typer(
-    help="surreal-farm: SURREAL-style synthetic humans, rendered at scale.", no_args_is_help=True
+    help="surreal-farm: SURREAL-style synthetic humans, rendered at scale.",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
 )
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 catalog_app = typer.Typer(help="MoCap catalogs.", no_args_is_help=True)
 catalog_import_app = typer.Typer(help="Register MoCap sequences.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(catalog_app, name="catalog")
+app.add_typer(db_app, name="db", rich_help_panel=SETUP)
+app.add_typer(catalog_app, name="catalog", rich_help_panel=PLAN)
 catalog_app.add_typer(catalog_import_app, name="import")
-app.add_typer(assets.app, name="assets")
-app.add_typer(slurm.app, name="slurm")
-app.command("render-clip")(render_clip.render_clip)
-app.command("verify")(outputs.verify)
-app.command("qc")(outputs.qc)
-app.command("bookkeeper")(dashboard.bookkeeper)
+app.add_typer(assets.app, name="assets", rich_help_panel=SETUP)
+app.add_typer(slurm.app, name="slurm", rich_help_panel=RUN)
+app.command("render-clip", rich_help_panel=CLIPS)(render_clip.render_clip)
+app.command("verify", rich_help_panel=CLIPS)(outputs.verify)
+app.command("qc", rich_help_panel=CLIPS)(outputs.qc)
+app.command("bookkeeper", rich_help_panel=RUN)(dashboard.bookkeeper)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"farm (surreal-farm) {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """surreal-farm: SURREAL-style synthetic humans, rendered at scale."""
 
 
 @db_app.command("upgrade")
@@ -55,8 +84,10 @@ def _report_import(result: Any) -> None:
 
 @catalog_import_app.command("surreal")
 def import_surreal(
-    path: Path = typer.Argument(..., help="SURREAL's smpl_data.npz."),
-    name: str = typer.Option("cmu", help="Catalog name; `<name>_all` then selects all its sequences."),
+    path: Annotated[Path, typer.Argument(help="SURREAL's smpl_data.npz.")],
+    name: Annotated[
+        str, typer.Option(help="Catalog name; `<name>_all` then selects all its sequences.")
+    ] = "cmu",
 ) -> None:
     """Register every sequence of a SURREAL smpl_data.npz, with its subject, split and shape banks."""
     from farm.core.db import session_scope
@@ -70,8 +101,10 @@ def import_surreal(
 
 @catalog_import_app.command("amass")
 def import_amass(
-    folder: Path = typer.Argument(..., help="A folder of AMASS .npz motion files (searched recursively)."),
-    name: str = typer.Option("amass", help="Catalog name."),
+    folder: Annotated[
+        Path, typer.Argument(help="A folder of AMASS .npz motion files (searched recursively).")
+    ],
+    name: Annotated[str, typer.Option(help="Catalog name.")] = "amass",
 ) -> None:
     """Register AMASS motion files (any frame rate; clips are cut at 30 fps)."""
     from farm.core.db import session_scope
@@ -95,8 +128,8 @@ def import_builtin() -> None:
 
 @catalog_app.command("list")
 def catalog_list(
-    catalog: str = typer.Option(None, help="Only this catalog."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
+    catalog: Annotated[str | None, typer.Option(help="Only this catalog.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List the registered sequences."""
     from rich.table import Table
@@ -125,27 +158,32 @@ def _parse_runs(runs: str) -> tuple[int, ...]:
     return parsed
 
 
-@app.command()
+ConventionOption = Annotated[
+    Convention | None,
+    typer.Option(help="What the files mean: surreal (the original's, default) or clean (FARM_CONVENTION)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command(rich_help_panel=PLAN)
 def enqueue(
-    sequences: str = typer.Option(
-        ..., help="`<catalog>_all` or NAME[,NAME...] (NAME may be catalog/sequence)."
-    ),
-    runs: str = typer.Option("0,1,2", help="Which runs (clip steps 50, 30, 70)."),
-    split: str = typer.Option(None, help="Only train or test sequences."),
-    limit: int = typer.Option(None, min=1, help="At most this many clips of the plan."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and count; write and send nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
-    convention: str = typer.Option(
-        None, help="What the files mean: surreal (the original's, default) or clean (FARM_CONVENTION)."
-    ),
+    sequences: Annotated[
+        str, typer.Option(help="`<catalog>_all` or NAME[,NAME...] (NAME may be catalog/sequence).")
+    ],
+    runs: Annotated[str, typer.Option(help="Which runs (clip steps 50, 30, 70).")] = "0,1,2",
+    split: Annotated[Split | None, typer.Option(help="Only train or test sequences.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many clips of the plan.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and count; write and send nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+    convention: ConventionOption = None,
 ) -> None:
     """Plan clips with SURREAL's rule, store them, and queue one render task per new clip."""
     from scheduler.enqueue import Selection
     from scheduler.enqueue import enqueue as run_enqueue
 
-    if split not in (None, "train", "test"):
-        raise FarmError(f"--split {split!r} must be train or test")
-    selection = Selection(sequences, _parse_runs(runs), split, limit)  # type: ignore[arg-type]
+    selection = Selection(sequences, _parse_runs(runs), split, limit)
     settings = with_convention(get_settings(), convention)
     with progress_bar() as bar:
         tasks: dict[str, Any] = {}
@@ -168,8 +206,8 @@ def enqueue(
     )
 
 
-@app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+@app.command(rich_help_panel=PLAN)
+def status(as_json: JsonOption = False) -> None:
     """Progress toward the target frames: per split and run, clips per state, failures, throughput, ETA."""
     from farm.core.db import session_scope
     from farm.dashboard.progress import farm_status
@@ -216,22 +254,30 @@ def _print_status(report: dict[str, Any]) -> None:
         out.print(f"[yellow]paused[/] worker {paused['name']} until {paused['until']}: it {paused['reason']}")
 
 
-@app.command()
+@app.command(rich_help_panel=RUN, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(
-    queues: str = typer.Option(None, help="Comma-separated queues (default: FARM_RENDER_QUEUE)."),
-    device: str = typer.Option(None, help="cpu, cuda or optix (default: FARM_DEVICE)."),
-    gpu: int = typer.Option(None, help="Use only this GPU (sets CUDA_VISIBLE_DEVICES for the worker)."),
-    concurrency: int = typer.Option(1, min=1, help="Worker processes, each with its own warm Blender."),
-    loglevel: str = typer.Option("info", help="Celery log level."),
+    ctx: typer.Context,
+    queues: Annotated[
+        str | None, typer.Option(help="Comma-separated queues (default: FARM_RENDER_QUEUE).")
+    ] = None,
+    device: Annotated[Device | None, typer.Option(help="The render device (default: FARM_DEVICE).")] = None,
+    gpu: Annotated[
+        int | None, typer.Option(help="Use only this GPU (sets CUDA_VISIBLE_DEVICES for the worker).")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Worker processes, each with its own warm Blender.")
+    ] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
 ) -> None:
-    """Start a Celery worker that renders clips (task events on, for Flower)."""
+    """Start a Celery worker that renders clips (task events on, for Flower).
+
+    Anything after `--` goes to Celery's worker as it is: `farm worker -- --max-tasks-per-child 50`.
+    """
     import os
 
     from farm.core.db import ready_engine
 
     if device is not None:
-        if device not in ("cpu", "cuda", "optix"):
-            raise FarmError(f"--device {device!r} must be cpu, cuda or optix")
         os.environ["FARM_DEVICE"] = device
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -254,13 +300,16 @@ def worker(
             "--task-events",
             "--loglevel", loglevel,
             "--hostname", f"farm-{settings.device}{'' if gpu is None else gpu}-{os.getpid()}@%h",  # unique per worker
+            *ctx.args,  # Celery's own options, after ours so that they win
         ]
     )  # fmt: skip
 
 
-@app.command()
+@app.command(rich_help_panel=RUN)
 def reconcile(
-    every: float = typer.Option(None, min=1, help="Run forever, once every this many seconds."),
+    every: Annotated[
+        float | None, typer.Option(min=1, help="Run forever, once every this many seconds.")
+    ] = None,
 ) -> None:
     """Re-queue clips whose worker died and re-send messages the broker lost."""
     import time
@@ -287,14 +336,14 @@ def _set_paused(paused: bool) -> None:
         set_paused(session, paused)
 
 
-@app.command()
+@app.command(rich_help_panel=RUN)
 def pause() -> None:
     """Stop handing out work: workers finish their current clip and take no new one."""
     _set_paused(True)
     err.print("farm paused: workers take no new clips until `farm resume`")
 
 
-@app.command()
+@app.command(rich_help_panel=RUN)
 def resume() -> None:
     """Hand out work again (and re-send the messages dropped while paused)."""
     from scheduler.reconcile import reconcile as run_reconcile
@@ -304,9 +353,11 @@ def resume() -> None:
     err.print(f"farm resumed: {report['resent']} messages sent, {report['queued']} clips queued")
 
 
-@app.command()
+@app.command(rich_help_panel=RUN)
 def retry(
-    failed: bool = typer.Option(False, "--failed", help="Put every failed clip back in the queue."),
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Put every failed clip back in the queue.")
+    ] = False,
 ) -> None:
     """Put failed clips back in the queue with a fresh attempt count."""
     from farm.core.celery_app import celery_for, check_broker, send_render_tasks
@@ -314,7 +365,7 @@ def retry(
     from worker.claims import retry_failed
 
     if not failed:
-        raise FarmError("say what to retry: `farm retry --failed`")
+        raise typer.BadParameter("say what to retry: `farm retry --failed`", param_hint="--failed")
     app_ = celery_for(get_settings())
     check_broker(app_)
     with session_scope(get_settings().database_url) as session:
@@ -323,10 +374,10 @@ def retry(
     err.print(f"{len(ids)} failed clips queued again")
 
 
-@app.command()
+@app.command(rich_help_panel=SETUP)
 def demo(
-    folder: Path = typer.Option(
-        Path("farm-demo"), help="Where the demo keeps its database, queue and output."
+    folder: Annotated[Path, typer.Option(help="Where the demo keeps its database, queue and output.")] = Path(
+        "farm-demo"
     ),
 ) -> None:
     """Render a handful of clips end to end on this machine, with no servers, and show where they are."""
@@ -352,16 +403,17 @@ def demo(
         soft_wrap=True,
     )
     if any(clip["status"] != "done" for clip in report["clips"]):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: a FarmError ends in one sentence on stderr and exit status 2, never a traceback."""
+    """Entry point: a FarmError ends in one sentence on stderr and its exit code (3 bad input, 4 a service
+    unreachable), never a traceback."""
     try:
         app(args=argv, prog_name="farm")
     except FarmError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from farm.core.errors import EXIT_CHECK_FAILED
 from farm.core.settings import get_settings
 
 
 def verify(
-    deep: bool = typer.Option(
-        True,
-        "--deep/--quick",
-        help="Re-hash every object (finds corruption), or compare stored metadata only.",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep/--quick", help="Re-hash every object (finds corruption), or compare stored metadata only."
+        ),
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check every finished clip's files in storage; exit 1 if any is missing or corrupt."""
     from farm.cli.console import progress_bar
@@ -39,7 +41,7 @@ def verify(
     else:
         _print_report(report, storage.uri("x")[:-1], deep)
     if not report.clean:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _print_report(report, root: str, deep: bool) -> None:  # type: ignore[no-untyped-def]
@@ -68,13 +70,15 @@ def _print_report(report, root: str, deep: bool) -> None:  # type: ignore[no-unt
 
 
 def qc(
-    folder: Path | None = typer.Argument(
-        None,
-        help="A local folder of clips (render-clip's --out, the demo's folder). Default: the database's done "
-        "clips, read from FARM_STORAGE_URL.",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per clip."),
-    threads: int = typer.Option(2, min=1, help="Clips checked at once."),
+    folder: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A local folder of clips (render-clip's --out, the demo's folder). Default: the database's "
+            "done clips, read from FARM_STORAGE_URL."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per clip.")] = False,
+    threads: Annotated[int, typer.Option(min=1, help="Clips checked at once.")] = 2,
 ) -> None:
     """Recompute the quality gate's checks and statistics of stored clips; exit 1 if any clip has a problem."""
     from farm.cli.console import progress_bar
@@ -95,7 +99,7 @@ def qc(
     else:
         _print_qc(results, where)
     if any(not r.quality.ok for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _qc_done_clips(threads: int) -> tuple[list[Any], str]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from farm.core.errors import FarmError
-from farm.core.spec import ClipSpec
+from farm.core.settings import Device, Engine
+from farm.core.spec import ClipSpec, Convention
 
 if TYPE_CHECKING:
     from farm.core.settings import Settings
@@ -56,17 +57,22 @@ def resolve_spec(settings: Settings, sequence: str, run: int, clip: int) -> tupl
 
 
 def render_clip(
-    sequence: str = typer.Option(..., help="Sequence name (or catalog/sequence)."),
-    run: int = typer.Option(0, help="Run 0, 1 or 2."),
-    clip: int = typer.Option(0, help="Clip index (0-based)."),
-    frames: int | None = typer.Option(None, min=1, help="Render only the clip's first N frames."),
-    out: Path = typer.Option(Path("render-out"), help="Output root; the clip lands in the SURREAL layout."),
-    contact_sheet: Path | None = typer.Option(None, help="Also write a contact sheet PNG here."),
-    engine: str | None = typer.Option(None, help="cycles or eevee (default: FARM_ENGINE)."),
-    device: str | None = typer.Option(None, help="cpu, cuda or optix (default: FARM_DEVICE)."),
-    convention: str | None = typer.Option(
-        None, help="What the files mean: surreal (the original's, default) or clean (FARM_CONVENTION)."
+    sequence: Annotated[str, typer.Option(help="Sequence name (or catalog/sequence).")],
+    run: Annotated[int, typer.Option(min=0, max=2, help="Run 0, 1 or 2.")] = 0,
+    clip: Annotated[int, typer.Option(min=0, help="Clip index (0-based).")] = 0,
+    frames: Annotated[int | None, typer.Option(min=1, help="Render only the clip's first N frames.")] = None,
+    out: Annotated[Path, typer.Option(help="Output root; the clip lands in the SURREAL layout.")] = Path(
+        "render-out"
     ),
+    contact_sheet: Annotated[Path | None, typer.Option(help="Also write a contact sheet PNG here.")] = None,
+    engine: Annotated[Engine | None, typer.Option(help="The render engine (default: FARM_ENGINE).")] = None,
+    device: Annotated[Device | None, typer.Option(help="The render device (default: FARM_DEVICE).")] = None,
+    convention: Annotated[
+        Convention | None,
+        typer.Option(
+            help="What the files mean: surreal (the original's, default) or clean (FARM_CONVENTION)."
+        ),
+    ] = None,
 ) -> None:
     """Render one clip (or its first N frames) to a local folder, with a progress bar."""
     from farm.cli.console import err, progress_bar
@@ -76,14 +82,10 @@ def render_clip(
     from worker.output import render_clip_files
 
     settings = with_convention(get_settings(), convention)
-    if engine not in (None, "cycles", "eevee"):
-        raise FarmError(f"--engine {engine!r} must be cycles or eevee")
-    if device not in (None, "cpu", "cuda", "optix"):
-        raise FarmError(f"--device {device!r} must be cpu, cuda or optix")
     options = RenderOptions.from_settings(settings)
     options = RenderOptions(
-        engine=engine or options.engine,  # type: ignore[arg-type]
-        device=device or options.device,  # type: ignore[arg-type]
+        engine=engine or options.engine,
+        device=device or options.device,
         samples=options.samples,
         memory_limit_mb=options.memory_limit_mb,
     )

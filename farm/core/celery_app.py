@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 
 from farm.core.db import safe_url
-from farm.core.errors import FarmError
+from farm.core.errors import FarmError, ServiceUnavailable
 from farm.core.settings import Settings, get_settings
 
 RENDER_TASK = "worker.tasks.render_clip"
@@ -79,7 +79,7 @@ def check_broker(app: Celery) -> None:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.5, timeout=5)
     except Exception as exc:  # kombu raises transport-specific errors
-        raise FarmError(
+        raise ServiceUnavailable(
             f"cannot reach the broker at {safe_url(app.conf.broker_url)} ({exc}); "
             "check FARM_BROKER_URL and that it is running"
         ) from exc

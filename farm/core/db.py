@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from farm.core.errors import FarmError
+from farm.core.errors import FarmError, ServiceUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # The newest migration in migrations/versions and the ones before it (a test keeps these true).
@@ -84,7 +84,7 @@ def check_reachable(engine: Engine) -> None:
             pass
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise FarmError(
+        raise ServiceUnavailable(
             f"cannot reach the database at {safe_url(str(engine.url))} ({reason}); "
             "check FARM_DATABASE_URL and that the server is running"
         ) from exc

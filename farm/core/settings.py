@@ -14,6 +14,10 @@ from farm.core.spec import Convention
 PAPER_TARGET_FRAMES = 6_536_752
 
 
+Device = Literal["cpu", "cuda", "optix"]  # the render device: the CPU, or NVIDIA GPUs through CUDA or OptiX
+Engine = Literal["cycles", "eevee"]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FARM_", env_file=".env", extra="ignore")
 
@@ -42,8 +46,8 @@ class Settings(BaseSettings):
     upload_retry_s: float = Field(default=120.0, ge=0)  # how long uploads keep retrying through an outage
 
     # Rendering (used by workers).
-    device: Literal["cpu", "cuda", "optix"] = "cpu"
-    engine: Literal["cycles", "eevee"] = "cycles"
+    device: Device = "cpu"
+    engine: Engine = "cycles"
     samples: int = Field(default=1, ge=1)
     # What the files' values mean: SURREAL's own (what existing SURREAL tools assume) or the clean one.
     convention: Convention = "surreal"

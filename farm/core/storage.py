@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol, TypeVar
 
-from farm.core.errors import FarmError
+from farm.core.errors import FarmError, ServiceUnavailable
 from farm.core.files import (
     CHUNK,
     atomic_path,
@@ -386,7 +386,7 @@ class S3Storage:
                 )
             return FarmError(f"S3 at {self.where} failed while {doing} ({code}, HTTP {status})")
         if isinstance(exc, BotoCoreError):
-            return FarmError(
+            return ServiceUnavailable(
                 f"cannot reach S3 at {self.where} while {doing} ({exc}); "
                 "check FARM_S3_ENDPOINT_URL and that the server is running"
             )

@@ -45,7 +45,7 @@ def test_a_server_database_must_be_upgraded_explicitly(tmp_path, farm, farm_env,
     try:
         farm_env(database_url=pg_url.rsplit("/", 1)[0] + "/farm_test_empty")
         result = farm("status")
-        assert result.code == 2 and "has no farm tables; run `farm db upgrade`" in result.err
+        assert result.code == 3 and "has no farm tables; run `farm db upgrade`" in result.err
     finally:
         db.get_engine.cache_clear()
         with admin.connect() as conn:

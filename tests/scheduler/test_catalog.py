@@ -60,7 +60,7 @@ def test_reimport_is_a_no_op_and_a_different_catalog_under_the_same_name_is_refu
     assert again.code == 0 and "already imported" in again.err
     other = write_surreal_npz(tmp_path / "other.npz", SMALL[:2])
     refused = farm("catalog", "import", "surreal", str(other))
-    assert refused.code == 2 and "another --name" in refused.err
+    assert refused.code == 3 and "another --name" in refused.err
     assert farm("catalog", "import", "surreal", str(other), "--name", "cmu2").code == 0
 
 
@@ -118,7 +118,7 @@ def escaping_name(path):
 def test_bad_npz_ends_in_one_sentence_and_writes_nothing(farm, tmp_path, make, message):
     path = make(tmp_path / "bad.npz")
     result = farm("catalog", "import", "surreal", str(path))
-    assert result.code == 2
+    assert result.code == 3
     assert message in result.err and result.err.count("\n") == 1 and "Traceback" not in result.err
     assert nothing_written()
 
@@ -159,13 +159,13 @@ def test_unknown_names_escapes_and_catalogs_are_refused(farm, small_npz):
         ("cmu/../../etc", "is not a sequence name"),
     ]:
         result = farm("enqueue", "--sequences", selector, "--dry-run")
-        assert result.code == 2 and message in result.err, (selector, result.err)
-    assert farm("enqueue", "--sequences", "cmu_all", "--runs", "0,5", "--dry-run").code == 2
+        assert result.code == 3 and message in result.err, (selector, result.err)
+    assert farm("enqueue", "--sequences", "cmu_all", "--runs", "0,5", "--dry-run").code == 3
 
 
 def test_unreachable_database_is_one_sentence(farm, farm_env, small_npz):
     farm_env(database_url="postgresql://postgres@127.0.0.1:1/nowhere")
     result = farm("catalog", "import", "surreal", str(small_npz))
-    assert result.code == 2
+    assert result.code == 4
     assert "cannot reach the database at postgresql+psycopg://postgres@127.0.0.1:1/nowhere" in result.err
     assert "FARM_DATABASE_URL" in result.err and result.err.count("\n") == 1

@@ -90,7 +90,7 @@ def test_unreachable_broker_writes_nothing(farm, farm_env, cluster):
     redis, queue, pg_url = cluster
     farm_env(broker_url="redis://127.0.0.1:1/0")
     result = farm("enqueue", "--sequences", "cmu_all")
-    assert result.code == 2 and "cannot reach the broker at redis://127.0.0.1:1/0" in result.err
+    assert result.code == 4 and "cannot reach the broker at redis://127.0.0.1:1/0" in result.err
     assert count(pg_url, "clips") == 0
 
 

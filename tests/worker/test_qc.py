@@ -195,7 +195,7 @@ def test_a_clip_failing_the_gate_is_not_done_and_farm_qc_checks_the_stored_ones(
         == 2
     )
     run = farm("qc")
-    assert run.code == 2 and "has no done clips to check" in run.err, run.err
+    assert run.code == 3 and "has no done clips to check" in run.err, run.err
     with sqlite3.connect("farm.db") as conn:  # 3-frame clips, so that the stand-in's arrays stay small
         for clip_id, raw in conn.execute("SELECT id, spec FROM clips").fetchall():
             conn.execute(
@@ -265,9 +265,9 @@ def test_a_clip_failing_the_gate_is_not_done_and_farm_qc_checks_the_stored_ones(
 
     (tmp_path / "empty").mkdir()
     run = farm("qc", str(tmp_path / "empty"))
-    assert run.code == 2 and "no clips under" in run.err and "Traceback" not in run.err
+    assert run.code == 3 and "no clips under" in run.err and "Traceback" not in run.err
     run = farm("qc", str(tmp_path / "nowhere"))
-    assert run.code == 2 and "is not a folder" in run.err
+    assert run.code == 3 and "is not a folder" in run.err
 
 
 @pytest.mark.blender

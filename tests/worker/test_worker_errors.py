@@ -15,23 +15,24 @@ def s3_env(pg_farm, s3_credentials, seaweed):
 
 
 @pytest.mark.parametrize(
-    ("setting", "value", "message"),
-    [
-        ("broker_url", "redis://127.0.0.1:1/0", "cannot reach the broker at redis://127.0.0.1:1/0"),
+    ("setting", "value", "message", "code"),
+    [  # exit 4: a service is unreachable; 3: bad input
+        ("broker_url", "redis://127.0.0.1:1/0", "cannot reach the broker at redis://127.0.0.1:1/0", 4),
         (
             "database_url",
             "postgresql://postgres@127.0.0.1:1/farm",
             "cannot reach the database at postgresql+psycopg://postgres@127.0.0.1:1/farm",
+            4,
         ),
-        ("s3_endpoint_url", "http://127.0.0.1:1", "cannot reach S3 at http://127.0.0.1:1"),
-        ("storage_url", "s3://no-such-bucket/x", "the bucket 'no-such-bucket' does not exist"),
+        ("s3_endpoint_url", "http://127.0.0.1:1", "cannot reach S3 at http://127.0.0.1:1", 4),
+        ("storage_url", "s3://no-such-bucket/x", "the bucket 'no-such-bucket' does not exist", 3),
     ],
 )
-def test_worker_refuses_to_start_with_one_clear_sentence(farm, s3_env, setting, value, message):
+def test_worker_refuses_to_start_with_one_clear_sentence(farm, s3_env, setting, value, message, code):
     assert farm("db", "upgrade").code == 0
     s3_env(**{setting: value})
     result = farm("worker")
-    assert result.code == 2 and message in result.err, result.err
+    assert result.code == code and message in result.err, result.err
     assert result.err.count("\n") == 1 and "Traceback" not in result.err
 
 
@@ -39,7 +40,7 @@ def test_wrong_s3_credentials(farm, s3_env, monkeypatch):
     assert farm("db", "upgrade").code == 0
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     result = farm("worker")
-    assert result.code == 2 and "credentials" in result.err and "AWS_SECRET_ACCESS_KEY" in result.err, (
+    assert result.code == 3 and "credentials" in result.err and "AWS_SECRET_ACCESS_KEY" in result.err, (
         result.err
     )
 
