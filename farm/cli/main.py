@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 
 from farm import __version__
@@ -18,7 +19,7 @@ from farm.core.settings import Device, get_settings, with_convention
 from farm.core.spec import Convention, Split
 
 # The help's groups, in the order an operator meets them.
-SETUP, PLAN, RUN, CLIPS = "Set up", "Plan and track", "Run the farm", "Clips and files"
+PANELS = SETUP, PLAN, RUN, CLIPS = "Set up", "Plan and track", "Run the farm", "Clips and files"
 EXIT_CODES = (
     f"Exit codes: 0 success; {EXIT_CHECK_FAILED} a check found problems (verify, qc, demo); "
     f"{EXIT_USAGE} bad usage (an unknown option, a value outside its choices); {EXIT_BAD_INPUT} bad input "
@@ -26,7 +27,21 @@ EXIT_CODES = (
     "(the database, broker or storage)."
 )
 
+
+class GroupedCommands(typer.core.TyperGroup):
+    """Lists the commands panel by panel in PANELS' order (each panel in registration order), so that the
+    help shows the groups in the order an operator meets them."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        def rank(name: str) -> int:
+            panel = getattr(self.commands[name], "rich_help_panel", None)
+            return PANELS.index(panel) if panel in PANELS else -1
+
+        return sorted(super().list_commands(ctx), key=rank)
+
+
 app = typer.Typer(
+    cls=GroupedCommands,
     help="surreal-farm: SURREAL-style synthetic humans, rendered at scale.",
     epilog=EXIT_CODES,
     no_args_is_help=True,
