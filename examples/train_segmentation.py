@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             conf += confusion_of(model(x).argmax(1), y)
             base += confusion_of(torch.full_like(y, majority), y)
             masked += confusion_of(torch.where(y > 0, majority_part, 0), y)
-    frames, epoch = len(x_test), step * args.batch // max(1, len(x_train))
+    frames, epochs = len(x_test), step * args.batch / max(1, len(x_train))
     print(
-        f"trained {step} steps (~{epoch} epochs) on {len(x_train)} frames of {len(train.clips)} clips "
+        f"trained {step} steps ({epochs:.1f} epochs) on {len(x_train)} frames of {len(train.clips)} clips "
         f"in {time.monotonic() - start:.0f}s"
     )
     print(f"evaluated on {frames} frames of {len(test.clips)} clips from {held_out}")
