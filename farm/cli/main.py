@@ -12,7 +12,7 @@ import typer.core
 from rich.console import Console
 
 from farm import __version__
-from farm.cli import assets, dashboard, outputs, render_clip, slurm
+from farm.cli import assets, dashboard, export, outputs, render_clip, slurm
 from farm.cli.console import err, progress_bar
 from farm.core.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, FarmError
 from farm.core.settings import Device, get_settings, with_convention
@@ -54,6 +54,7 @@ app.add_typer(catalog_app, name="catalog", rich_help_panel=PLAN)
 catalog_app.add_typer(catalog_import_app, name="import")
 app.add_typer(assets.app, name="assets", rich_help_panel=SETUP)
 app.add_typer(slurm.app, name="slurm", rich_help_panel=RUN)
+app.add_typer(export.app, name="export", rich_help_panel=CLIPS)
 app.command("render-clip", rich_help_panel=CLIPS)(render_clip.render_clip)
 app.command("verify", rich_help_panel=CLIPS)(outputs.verify)
 app.command("qc", rich_help_panel=CLIPS)(outputs.qc)
