@@ -9,10 +9,13 @@ setup: system-deps $(VENV)/.installed
 
 # Debian packages the tests use: headless Chromium (the dashboard test), docker-compose (the compose file
 # checks), faketime with gcc and libc6-dev (a worker whose clock is off; the test compiles a small fix for
-# faketime's sleeps), socat (the SeaweedFS container's S3-only forwarder, run by its test). Installed only when missing; quiet and non-interactive (sudo -n where not root).
+# faketime's sleeps), socat (the SeaweedFS container's S3-only forwarder), prometheus (promtool and the server,
+# for the monitoring profile's tests), slurm-wlm and munge (a one-node Slurm for the sbatch script's test).
+# Installed only when missing (the daemons live in /usr/sbin, which a user's PATH may lack); quiet and
+# non-interactive (sudo -n where not root).
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo -n)
 system-deps:
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && command -v faketime >/dev/null && command -v gcc >/dev/null && command -v socat >/dev/null && command -v promtool >/dev/null && command -v slurmctld >/dev/null && command -v munged >/dev/null || { \
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && command -v faketime >/dev/null && command -v gcc >/dev/null && command -v socat >/dev/null && command -v promtool >/dev/null && test -x /usr/sbin/slurmctld && test -x /usr/sbin/munged || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium docker-compose faketime gcc libc6-dev socat prometheus slurm-wlm munge >/dev/null; }
 
