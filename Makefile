@@ -28,10 +28,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-# requirements.lock from pyproject.toml (all extras) with pip-tools; run it after changing the dependencies.
+# The locks from pyproject.toml with pip-tools; run `make lock` after changing the dependencies.
+# requirements.lock: every extra (make setup); docker/app.lock and docker/worker.lock: what each image needs.
+LOCK = $(BIN)/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+  --no-emit-find-links -c lock-constraints.txt
 lock: setup
-	$(BIN)/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --all-extras --no-emit-index-url \
-	  --no-emit-find-links -c lock-constraints.txt -o requirements.lock pyproject.toml
+	$(LOCK) --all-extras -o requirements.lock pyproject.toml
+	$(LOCK) --extra flower -o docker/app.lock pyproject.toml
+	$(LOCK) --extra torch --extra render -o docker/worker.lock pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,10 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv && useradd --create-home --uid 10001 farm
 WORKDIR /opt/farm
 
-# Dependencies first (they change only with pyproject.toml), then the code.
-COPY pyproject.toml docker/install.sh ./
-RUN ./install.sh deps flower
-COPY README.md LICENSE ./
+# Dependencies first (they change only with the lock file, `make lock`), then the code.
+COPY docker/install.sh docker/app.lock ./
+RUN ./install.sh deps app.lock
+COPY pyproject.toml README.md LICENSE ./
 COPY farm farm
 COPY scheduler scheduler
 COPY worker worker

@@ -27,9 +27,9 @@ RUN python3.11 -c "import ssl, sqlite3, ctypes, lzma, bz2, uuid" \
     && install -d -o farm -g farm /run/farm-gpus
 WORKDIR /opt/farm
 
-COPY pyproject.toml docker/install.sh ./
-RUN ./install.sh deps render
-COPY README.md LICENSE ./
+COPY docker/install.sh docker/worker.lock ./
+RUN ./install.sh deps worker.lock
+COPY pyproject.toml README.md LICENSE ./
 COPY farm farm
 COPY scheduler scheduler
 COPY worker worker

@@ -1,6 +1,7 @@
-"""requirements.lock still matches pyproject.toml: every requirement of the farm and of every extra is locked,
-at a version the requirement allows, with hashes. A dependency changed without `make lock` fails here, not
-later as a missing module on a fresh `make setup` (which installs the lock and then the farm without deps)."""
+"""The lock files still match pyproject.toml: every requirement of the farm and of the extras each lock serves is
+locked, at a version the requirement allows, with hashes. A dependency changed without `make lock` fails here,
+not later as a missing module on a fresh `make setup` or in an image (both install a lock, then the farm without
+its dependencies)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -15,9 +17,13 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def locked() -> dict[str, tuple[Version, int]]:
-    """name -> (version, number of hashes) of requirements.lock."""
-    text = (ROOT / "requirements.lock").read_text()
+# lock file -> the extras it serves (None: all); the Makefile's `lock` target writes each.
+LOCKS = {"requirements.lock": None, "docker/app.lock": ["flower"], "docker/worker.lock": ["torch", "render"]}
+
+
+def locked(name: str) -> dict[str, tuple[Version, int]]:
+    """name -> (version, number of hashes) of a lock file."""
+    text = (ROOT / name).read_text()
     found = {}
     for block in re.split(r"\n(?=\S)", text):
         match = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", block)
@@ -26,13 +32,12 @@ def locked() -> dict[str, tuple[Version, int]]:
     return found
 
 
-def test_every_requirement_is_locked_at_an_allowed_version_with_hashes() -> None:
+@pytest.mark.parametrize("lock_file", sorted(LOCKS))
+def test_every_requirement_is_locked_at_an_allowed_version_with_hashes(lock_file: str) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lock = locked()
-    requirements = [
-        *project["dependencies"],
-        *(r for extra in project["optional-dependencies"].values() for r in extra),
-    ]
+    extras = project["optional-dependencies"]
+    lock = locked(lock_file)
+    requirements = [*project["dependencies"], *(r for e in LOCKS[lock_file] or extras for r in extras[e])]
     wrong = []
     for line in requirements:
         requirement = Requirement(line)

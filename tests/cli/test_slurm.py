@@ -158,7 +158,7 @@ def test_the_apptainer_image_is_built_by_the_docker_images_install_script() -> N
                 assert (ROOT / item).exists()
     assert copied["docker/install.sh"].startswith("/opt/farm/")
     post = "\n".join(sections["post"])
-    assert re.search(r"install\.sh deps render\b", post) and re.search(r"install\.sh farm\b", post)
+    assert re.search(r"install\.sh deps worker\.lock\b", post) and re.search(r"install\.sh farm\b", post)
     assert post.index("python3.11 -m venv /opt/venv") < post.index("install.sh deps")
     assert sections["runscript"] == ['exec farm "$@"']
     assert any("/opt/venv/bin" in line for line in sections["environment"])

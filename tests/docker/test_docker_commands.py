@@ -70,7 +70,7 @@ def installed(tmp_path_factory) -> Path:
         "TORCH_INDEX_URL": "",  # pip's configured index; torch is already satisfied anyway
         "PIP_NO_BUILD_ISOLATION": "1",  # build the farm with the setuptools already at hand, offline
     }
-    assert runs == ["./install.sh deps flower", "./install.sh farm && rm -rf build *.egg-info"]
+    assert runs == ["./install.sh deps app.lock", "./install.sh farm && rm -rf build *.egg-info"]
     for run in runs:
         result = subprocess.run(
             ["sh", "-c", run], cwd=build, env=env, capture_output=True, text=True, timeout=600
