@@ -82,12 +82,10 @@ class AppearancePools:
 
 @lru_cache
 def builtin_shape_bank(gender: Gender) -> ShapeBank:
-    """The free body's bank: betas of sampled adult anny bodies (built once, then cached on disk)."""
-    from farm.assets.free_body import ensure_free_body
-    from farm.core.settings import get_settings
+    """The free body's bank: betas of sampled adult anny bodies, as shipped (no body is built to plan clips)."""
+    from farm.assets.free_body import shipped_shape_bank
 
-    with np.load(ensure_free_body(gender, get_settings().cache_dir), allow_pickle=False) as data:
-        return ShapeBank(f"builtin:shapes/{gender}", np.asarray(data["shape_bank"], dtype=np.float64))
+    return ShapeBank(f"builtin:shapes/{gender}", np.asarray(shipped_shape_bank(gender), dtype=np.float64))
 
 
 def builtin_textures(gender: Gender, split: Split) -> list[str]:

@@ -46,3 +46,8 @@ def test_every_requirement_is_locked_at_an_allowed_version_with_hashes(lock_file
             wrong.append(f"{line} (locked: {version})")
     assert wrong == [], "run `make lock`: " + ", ".join(wrong)
     assert all(hashes for _, hashes in lock.values())
+
+
+def test_the_app_image_has_no_torch() -> None:
+    """enqueue, status, the dashboard and Flower need no body: torch and the body models stay in the workers."""
+    assert not {"torch", "smplx", "anny", "bpy"} & set(locked("docker/app.lock"))

@@ -56,6 +56,20 @@ def model_file_name(gender: str) -> str:
     return f"SMPL_{gender.upper()}.npz"
 
 
+SHIPPED_SHAPE_BANKS = "data/free_shape_banks.npz"  # package data of farm.assets
+
+
+def shipped_shape_bank(gender: str) -> np.ndarray:
+    """The free body's bank of betas (N,10) as shipped with the farm: what build_free_bodies writes as
+    `shape_bank` (a test checks it), so planning clips needs neither torch nor anny."""
+    from importlib import resources
+
+    if gender not in GENDERS:
+        raise FarmError(f"unknown body gender {gender!r}: use one of {', '.join(GENDERS)}")
+    with resources.files("farm.assets").joinpath(SHIPPED_SHAPE_BANKS).open("rb") as f, np.load(f) as data:
+        return np.asarray(data[gender])
+
+
 def _anny_version() -> str:
     return importlib.metadata.version("anny")
 

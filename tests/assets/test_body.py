@@ -75,6 +75,18 @@ def test_ten_shape_components_explain_the_sampled_bodies(body_settings: Settings
     assert np.abs(v1 - v0).max() > 0.02
 
 
+@pytest.mark.parametrize("gender", ["female", "male", "neutral"])
+def test_the_shipped_shape_bank_is_the_one_the_build_writes(body_settings: Settings, gender: str) -> None:
+    """Clips are planned from the shipped bank (no torch needed); it must be exactly the built bodies' bank, or
+    a planned clip's betas would not be a sampled body of the model that renders it."""
+    from farm.assets.free_body import shipped_shape_bank
+
+    with np.load(load_body_model("free", gender, body_settings).path) as data:
+        built = data["shape_bank"]
+    shipped = shipped_shape_bank(gender)
+    assert shipped.dtype == built.dtype and np.array_equal(shipped, built)
+
+
 def test_part_labels_are_connected_regions_around_their_joints(body_settings: Settings) -> None:
     model = load_body_model("free", "neutral", body_settings)
     labels = model.part_labels
