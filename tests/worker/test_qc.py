@@ -87,6 +87,22 @@ def test_a_good_clip_passes_with_its_statistics(videos):
     assert check(videos, convention="clean", off=1e-4).ok
 
 
+def test_joints_far_outside_the_image_are_not_held_to_the_pixel(videos):
+    """A joint near the camera's plane projects to ~1e5 px, where float32 storage moves it by pixels (a real
+    clip: -578513 px stored, -578516.2 reprojected); within a frame's size of the image the rule holds."""
+    j = joints()
+    j[0, 0] = (-578513.0, 271324.0)
+    a = clip_arrays()
+    reprojected = j.astype(np.float64)
+    reprojected[0, 0] += (-3.23, 1.34)
+    far_ok = assess(T, "surreal", (W, H), **{k: a[k] for k in ("depth", "segm", "flow", "normal")},
+                    joints2d=j, reprojected=reprojected, video=videos / "good.mp4")  # fmt: skip
+    assert far_ok.ok, far_ok.problems
+    reprojected[0, 1] += 0.7  # a joint inside the image
+    assert not assess(T, "surreal", (W, H), **{k: a[k] for k in ("depth", "segm", "flow", "normal")},
+                      joints2d=j, reprojected=reprojected, video=videos / "good.mp4").ok  # fmt: skip
+
+
 def with_nan(name, index):
     a = clip_arrays()[name].copy()
     a[index] = np.nan
