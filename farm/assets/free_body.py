@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from farm.core.errors import FarmError
-from farm.core.files import atomic_write, sha256_file
+from farm.core.files import atomic_write
 from farm.core.seeding import keyed_rng
 from farm.core.skeleton import NUM_JOINTS, PARENTS
 
@@ -94,9 +94,6 @@ def ensure_free_body(gender: str, cache_dir: Path) -> Path:
     if not path.exists():
         build_free_bodies(path.parent)
     return path
-
-
-file_sha256 = sha256_file  # the name farm/cli/assets.py and the tests use
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -65,7 +65,8 @@ def build_body(
     import json
     from pathlib import Path
 
-    from farm.assets.free_body import build_free_bodies, ensure_free_body, file_sha256, free_body_dir
+    from farm.assets.free_body import build_free_bodies, ensure_free_body, free_body_dir
+    from farm.core.files import sha256_file
     from farm.core.settings import get_settings
 
     if out is None:
@@ -77,7 +78,7 @@ def build_body(
         stats = path.with_name(f"{path.stem}.stats.json")
         info = json.loads(stats.read_text()) if stats.exists() else {}
         typer.echo(
-            f"{gender:8s} {path}  sha256 {file_sha256(path)[:16]}  "
+            f"{gender:8s} {path}  sha256 {sha256_file(path)[:16]}  "
             f"explained variance (10 betas) {info.get('explained_variance_10', '?')}"
         )
 

@@ -9,12 +9,12 @@ from rich.console import Console
 err = Console(stderr=True)
 
 
-def progress_bar(*columns: Any) -> Any:
-    """A rich progress bar on stderr, hidden in logs and pipes; `columns` replace the default text column."""
+def progress_bar() -> Any:
+    """A rich progress bar on stderr, hidden in logs and pipes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
-        *(columns or (TextColumn("{task.description}"),)),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

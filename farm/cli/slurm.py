@@ -14,16 +14,15 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, get_args
 
 import typer
 
 from farm.core.errors import FarmError
+from farm.core.settings import Device
 
 app = typer.Typer(help="Run workers on a Slurm cluster.", no_args_is_help=True)
 
-SlurmDevice = Literal["cpu", "cuda", "optix"]
-DEVICES = ("cpu", "cuda", "optix")
 # A FARM_* variable with one of these in its name holds a secret (FARM_DASHBOARD_AUTH, ...).
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "AUTH", "KEY")
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:@%+=/-]+$")  # what may follow `#SBATCH --option=`
@@ -157,7 +156,7 @@ def write_script(
     script_name: str = "farm-workers.sbatch",
 ) -> tuple[str, list[str]]:
     """The sbatch script and the names of the FARM_* variables left out of it as secrets."""
-    if device not in DEVICES:
+    if device not in get_args(Device):
         raise FarmError(f"--device {device!r} must be cpu, cuda or optix")
     # Slurm sends the signal up to a minute early (it looks every 30 s, with 30 s to spare): leave the workers
     # that minute to start, so that the signal never finds one before Celery listens for it.
@@ -237,9 +236,7 @@ def script(
     time: Annotated[str, typer.Option(help="The job's time limit, HH:MM:SS or D-HH:MM:SS.")] = "24:00:00",
     partition: Annotated[str | None, typer.Option(help="Slurm partition (default: the cluster's).")] = None,
     account: Annotated[str | None, typer.Option(help="Slurm account to charge.")] = None,
-    device: Annotated[
-        SlurmDevice | None, typer.Option(help="The render device (default: FARM_DEVICE).")
-    ] = None,
+    device: Annotated[Device | None, typer.Option(help="The render device (default: FARM_DEVICE).")] = None,
     image: Annotated[
         Path | None, typer.Option(help="An Apptainer image (apptainer build farm.sif docker/farm.def).")
     ] = None,

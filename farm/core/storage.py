@@ -39,7 +39,6 @@ from farm.core.files import (
     sync_folder,
     temp_beside,
 )
-from farm.core.files import FILE_MODE as FILE_MODE  # re-exported: what a stored file's mode is
 from farm.core.settings import Settings
 
 SHA256_META = "sha256"  # S3 user metadata (x-amz-meta-sha256)

@@ -13,8 +13,9 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from farm.assets.body import BodyModel, load_body_model, load_free_shape_bank
-from farm.assets.free_body import build_free_bodies, file_sha256, free_body_dir, mesh_edges
+from farm.assets.free_body import build_free_bodies, free_body_dir, mesh_edges
 from farm.core.errors import FarmError
+from farm.core.files import sha256_file
 from farm.core.settings import Settings
 
 L_SHOULDER, R_SHOULDER, L_WRIST, R_WRIST, L_KNEE, L_ANKLE = 16, 17, 20, 21, 4, 7
@@ -107,7 +108,7 @@ def test_part_labels_are_connected_regions_around_their_joints(body_settings: Se
 def test_building_twice_gives_identical_files(body_settings: Settings, tmp_path: Path) -> None:
     again = build_free_bodies(tmp_path, genders=("male",))["male"]
     first = free_body_dir(body_settings.cache_dir) / "SMPL_MALE.npz"
-    assert file_sha256(again) == file_sha256(first)
+    assert sha256_file(again) == sha256_file(first)
 
 
 def test_smplx_loads_the_written_file(body_settings: Settings) -> None:

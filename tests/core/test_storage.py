@@ -439,7 +439,8 @@ def test_local_objects_get_the_usual_file_mode(tmp_path):
     import os
     import stat
 
-    from farm.core.storage import FILE_MODE, LocalStorage
+    from farm.core.files import FILE_MODE
+    from farm.core.storage import LocalStorage
 
     source = tmp_path / "a.txt"
     source.write_text("x")
