@@ -34,10 +34,12 @@ def convert_frame(
     background_linear: np.ndarray,
     camera: Camera,
     convention: str,
-    segm_pass: str = "Material Index",
-    force_background_depth: bool = False,
+    eevee: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Raw EXR channels of one frame -> rgb, alpha, depth, normal, flow, segm in the clip's convention.
+    """Raw EXR channels of one frame -> rgb, alpha, depth, normal, flow, segm, inst in the clip's convention.
+
+    Cycles gives the part label and the instance as its material- and object-index passes, EEVEE (which has
+    neither) as AOVs of the same values.
 
     In the surreal convention Blender rendered the unmirrored view, so every pass is flipped left-right
     first; the background image is composited after the flip, unmirrored, as the original's compositor did.
@@ -51,12 +53,13 @@ def convert_frame(
     linear = premul + (1.0 - alpha[..., None]) * background_linear
     rgb = linear_to_srgb8(linear)
 
-    segm = np.rint(_channel(raw, segm_pass, "X")).astype(np.uint8)
+    segm = np.rint(_channel(raw, "segm" if eevee else "Material Index", "X")).astype(np.uint8)
+    inst = np.rint(_channel(raw, "inst" if eevee else "Object Index", "X")).astype(np.uint8)
     fg = segm > 0
     depth = _channel(raw, "Depth", "Z").astype(np.float32, copy=True)  # Blender 5: planar z
     if surreal:  # the original's Z pass: along the ray
         depth = np.where(fg, depth * camera.ray_lengths, np.float32(BACKGROUND_DEPTH)).astype(np.float32)
-    elif force_background_depth:  # Cycles writes exactly 1e10 on background; EEVEE has its own far value
+    elif eevee:  # Cycles writes exactly 1e10 on background; EEVEE has its own far value
         depth[~fg] = BACKGROUND_DEPTH
 
     world_normal = [_channel(raw, "Normal", c) for c in "XYZ"]
@@ -77,4 +80,12 @@ def convert_frame(
     else:
         flow = np.stack([-_channel(raw, "Vector", "Z"), _channel(raw, "Vector", "W")], axis=-1)
     flow = flow.astype(np.float32) + 0.0  # + 0.0 turns -0.0 into 0.0
-    return {"rgb": rgb, "alpha": alpha, "depth": depth, "normal": normal, "flow": flow, "segm": segm}
+    return {
+        "rgb": rgb,
+        "alpha": alpha,
+        "depth": depth,
+        "normal": normal,
+        "flow": flow,
+        "segm": segm,
+        "inst": inst,
+    }

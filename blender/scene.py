@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,7 +26,15 @@ import numpy as np
 
 from blender.exr import read_exr
 from blender.passes import convert_frame, srgb_to_linear
-from farm.render.job import Progress, RenderError, RenderJob, RenderOptions, RenderResult, scratch_dir
+from farm.render.job import (
+    BodyMesh,
+    Progress,
+    RenderError,
+    RenderJob,
+    RenderOptions,
+    RenderResult,
+    scratch_dir,
+)
 from farm.render.lighting import sh_weights
 
 if TYPE_CHECKING:  # only in the fake-bpy-module stubs
@@ -46,25 +55,37 @@ def _write_pc2(path: Path, vertices: np.ndarray) -> None:
         f.write(np.ascontiguousarray(vertices, dtype="<f4").tobytes())
 
 
+@dataclass
+class _Slot:
+    """What one person of a clip renders with: a shading group with its own texture, 24 part materials whose
+    AOVs write the part label and the person's instance, and the body object (None until a clip has it)."""
+
+    texture_node: bpy.types.ShaderNodeTexImage
+    sh_nodes: tuple[
+        bpy.types.Node, bpy.types.Node, bpy.types.Node, bpy.types.Node
+    ]  # linear, square, cross, const
+    materials: list[bpy.types.Material]
+    body: bpy.types.Object | None = None
+    mesh_key: str | None = None
+    texture_key: str | None = None
+
+
 class SceneRenderer:
     def __init__(self, options: RenderOptions) -> None:
         self.options = options
         # Blender's per-frame EXRs (a few MB each, read and deleted at once) go to RAM when it can.
         self.workdir = Path(tempfile.mkdtemp(prefix="surreal-blender-", dir=scratch_dir()))
-        self._mesh_key: str | None = None
-        self._texture_key: str | None = None
         self._clips = 0
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
         assert scene is not None  # the factory settings hold one scene
         self.scene = scene
         self._configure_render()
-        self._build_shading()
+        self.slots = [self._build_slot(0)]  # more are built when a clip has more people
         cam_data = bpy.data.cameras.new("camera")
         self.camera = bpy.data.objects.new("camera", cam_data)
         self.scene.collection.objects.link(self.camera)
         self.scene.camera = self.camera
-        self.body: bpy.types.Object | None = None
 
     # ---- built once ------------------------------------------------------------------------------------
 
@@ -113,15 +134,17 @@ class SceneRenderer:
             c.use_animated_seed = False
             c.use_auto_tile = False
             vl.use_pass_material_index = True
+            vl.use_pass_object_index = True  # the instance: each body's pass index is its person's number
             self._setup_cycles_device(o.device)
         else:
             r.engine = "BLENDER_EEVEE"
             eevee = s.eevee
             assert eevee is not None
             eevee.taa_render_samples = o.samples
-            aov = vl.aovs.add()
-            aov.name = "segm"
-            aov.type = "VALUE"
+            for name in ("segm", "inst"):
+                aov = vl.aovs.add()
+                aov.name = name
+                aov.type = "VALUE"
 
     def _setup_cycles_device(self, device: str) -> None:
         c = self.scene.cycles
@@ -142,9 +165,11 @@ class SceneRenderer:
             d.use = d in gpus
         c.device = "GPU"
 
-    def _build_shading(self) -> None:
-        """One node group: emission = texture colour x SH irradiance of the camera-frame normal."""
-        g = cast(bpy.types.ShaderNodeTree, bpy.data.node_groups.new(_GROUP, "ShaderNodeTree"))
+    def _build_slot(self, k: int) -> _Slot:
+        """Person k's node group (emission = texture colour x SH irradiance of the camera-frame normal) and
+        materials. Person 0's names are those of a one-person scene."""
+        suffix = "" if k == 0 else f".p{k + 1}"
+        g = cast(bpy.types.ShaderNodeTree, bpy.data.node_groups.new(_GROUP + suffix, "ShaderNodeTree"))
         assert g.interface is not None
         g.interface.new_socket("Shader", in_out="OUTPUT", socket_type="NodeSocketShader")
         nodes, links = g.nodes, g.links
@@ -189,26 +214,26 @@ class SceneRenderer:
         squares = vmath("MULTIPLY", n, n).outputs[0]
         crosses = vmath("MULTIPLY", n, swz.outputs[0]).outputs[0]
         # The per-clip weights live in these three dot products and one add (see farm.render.lighting.sh_weights).
-        self._sh_linear = vmath("DOT_PRODUCT", n, (0.0, 0.0, 0.0))
-        self._sh_square = vmath("DOT_PRODUCT", squares, (0.0, 0.0, 0.0))
-        self._sh_cross = vmath("DOT_PRODUCT", crosses, (0.0, 0.0, 0.0))
-        s1 = add(self._sh_linear.outputs["Value"], self._sh_square.outputs["Value"])
-        s2 = add(s1.outputs[0], self._sh_cross.outputs["Value"])
-        self._sh_const = add(s2.outputs[0], 0.0)
+        sh_linear = vmath("DOT_PRODUCT", n, (0.0, 0.0, 0.0))
+        sh_square = vmath("DOT_PRODUCT", squares, (0.0, 0.0, 0.0))
+        sh_cross = vmath("DOT_PRODUCT", crosses, (0.0, 0.0, 0.0))
+        s1 = add(sh_linear.outputs["Value"], sh_square.outputs["Value"])
+        s2 = add(s1.outputs[0], sh_cross.outputs["Value"])
+        sh_const = add(s2.outputs[0], 0.0)
         tex = nodes.new("ShaderNodeTexImage")
-        self._texture_node = cast(bpy.types.ShaderNodeTexImage, tex)
-        self._texture_node.interpolation = "Linear"
-        self._texture_node.extension = "EXTEND"
+        texture_node = cast(bpy.types.ShaderNodeTexImage, tex)
+        texture_node.interpolation = "Linear"
+        texture_node.extension = "EXTEND"
         emit = nodes.new("ShaderNodeEmission")
         links.new(tex.outputs["Color"], emit.inputs["Color"])
-        links.new(self._sh_const.outputs[0], emit.inputs["Strength"])
+        links.new(sh_const.outputs[0], emit.inputs["Strength"])
         out = nodes.new("NodeGroupOutput")
         links.new(emit.outputs[0], out.inputs[0])
 
         # One material per part: the pass index is the segmentation label.
-        self.materials: list[bpy.types.Material] = []
+        materials: list[bpy.types.Material] = []
         for label in range(1, PARTS + 1):
-            m = bpy.data.materials.new(f"part{label:02d}")
+            m = bpy.data.materials.new(f"part{label:02d}{suffix}")
             m.use_nodes = True
             m.pass_index = label
             mc = m.cycles
@@ -221,86 +246,110 @@ class SceneRenderer:
             cast(bpy.types.ShaderNodeGroup, grp).node_tree = g
             mo = mt.nodes.new("ShaderNodeOutputMaterial")
             mt.links.new(grp.outputs[0], mo.inputs["Surface"])
-            aov = mt.nodes.new("ShaderNodeOutputAOV")  # EEVEE has no material-index pass
-            cast(bpy.types.ShaderNodeOutputAOV, aov).aov_name = "segm"
-            cast(bpy.types.NodeSocketFloat, aov.inputs["Value"]).default_value = float(label)
-            self.materials.append(m)
+            # EEVEE has no material- or object-index pass: AOVs carry the label and the instance.
+            for aov_name, value in (("segm", label), ("inst", k + 1)):
+                aov = mt.nodes.new("ShaderNodeOutputAOV")
+                cast(bpy.types.ShaderNodeOutputAOV, aov).aov_name = aov_name
+                cast(bpy.types.NodeSocketFloat, aov.inputs["Value"]).default_value = float(value)
+            materials.append(m)
+        return _Slot(texture_node, (sh_linear, sh_square, sh_cross, sh_const), materials)
 
     # ---- per clip --------------------------------------------------------------------------------------
 
-    def _set_mesh(self, job: RenderJob) -> None:
+    def _remove_body(self, slot: _Slot) -> None:
+        if slot.body is not None:
+            mesh = cast(bpy.types.Mesh, slot.body.data)
+            bpy.data.objects.remove(slot.body)
+            bpy.data.meshes.remove(mesh)
+        slot.body, slot.mesh_key = None, None
+
+    def _set_mesh(self, k: int, person: BodyMesh) -> None:
+        slot = self.slots[k]
         h = hashlib.sha1()
-        for a in (job.faces, job.vt, job.ft, job.face_parts):
+        for a in (person.faces, person.vt, person.ft, person.face_parts):
             h.update(np.ascontiguousarray(a).tobytes())
-        key = f"{job.vertices.shape[1]}:{h.hexdigest()}"
-        if key == self._mesh_key and self.body is not None:
+        key = f"{person.vertices.shape[1]}:{h.hexdigest()}"
+        if key == slot.mesh_key and slot.body is not None:
             return
-        faces = np.asarray(job.faces, dtype=np.int32)
-        nv, nf = job.vertices.shape[1], len(faces)
-        parts = np.asarray(job.face_parts)
+        faces = np.asarray(person.faces, dtype=np.int32)
+        nv, nf = person.vertices.shape[1], len(faces)
+        parts = np.asarray(person.face_parts)
         if parts.shape != (nf,) or parts.min() < 1 or parts.max() > PARTS:
             raise RenderError(f"part labels must be 1..{PARTS}, one per face")
         if faces.min() < 0 or faces.max() >= nv:
             raise RenderError(f"faces index vertices outside 0..{nv - 1}")
-        if self.body is not None:
-            mesh = cast(bpy.types.Mesh, self.body.data)
-            bpy.data.objects.remove(self.body)
-            bpy.data.meshes.remove(mesh)
-            self.body, self._mesh_key = None, None
-        me = bpy.data.meshes.new("body")
+        self._remove_body(slot)
+        name = "body" if k == 0 else f"body.p{k + 1}"
+        me = bpy.data.meshes.new(name)
         me.vertices.add(nv)
-        me.vertices.foreach_set("co", np.asarray(job.vertices[0], dtype=np.float32).ravel())
+        me.vertices.foreach_set("co", np.asarray(person.vertices[0], dtype=np.float32).ravel())
         me.loops.add(3 * nf)
         me.loops.foreach_set("vertex_index", faces.ravel())
         me.polygons.add(nf)
         me.polygons.foreach_set("loop_start", np.arange(0, 3 * nf, 3, dtype=np.int32))
         uv = me.uv_layers.new(name="UVMap")
-        uv.data.foreach_set("uv", np.asarray(job.vt, dtype=np.float32)[job.ft].ravel())
-        for m in self.materials:
+        uv.data.foreach_set("uv", np.asarray(person.vt, dtype=np.float32)[person.ft].ravel())
+        for m in slot.materials:
             me.materials.append(m)
         me.polygons.foreach_set("material_index", (parts.astype(np.int32) - 1))
         me.update()
         me.shade_smooth()
-        body = bpy.data.objects.new("body", me)
+        body = bpy.data.objects.new(name, me)
+        body.pass_index = k + 1  # Cycles' object-index pass: the instance
         self.scene.collection.objects.link(body)
         cache = cast(bpy.types.MeshCacheModifier, body.modifiers.new("motion", "MESH_CACHE"))
         cache.cache_format = "PC2"
         cache.frame_start = 1  # scene frame 1 is cache sample 0 (clip frame 0)
         cache.interpolation = "NONE"
         cache.forward_axis, cache.up_axis = "POS_Y", "POS_Z"  # no axis conversion
-        self.body = body
-        self._mesh_key = key
+        slot.body = body
+        slot.mesh_key = key
 
-    def _set_texture(self, job: RenderJob) -> None:
-        key = job.spec.texture + ":" + hashlib.sha1(np.ascontiguousarray(job.texture).tobytes()).hexdigest()
-        if key == self._texture_key:
+    def _set_texture(self, k: int, texture: np.ndarray) -> None:
+        slot = self.slots[k]
+        key = hashlib.sha1(np.ascontiguousarray(texture).tobytes()).hexdigest()
+        if key == slot.texture_key:
             return
-        tex = np.asarray(job.texture)
+        tex = np.asarray(texture)
         h, w = tex.shape[:2]
-        img = self._texture_node.image
+        img = slot.texture_node.image
         if img is None or tuple(img.size) != (w, h):
             if img is not None:
                 bpy.data.images.remove(img)
-            img = bpy.data.images.new("texture", w, h, alpha=False)
+            img = bpy.data.images.new("texture" if k == 0 else f"texture.p{k + 1}", w, h, alpha=False)
             # Set before the pixels: changing the colour space of a generated image regenerates it.
             assert img.colorspace_settings is not None
             img.colorspace_settings.name = "sRGB"  # type: ignore[assignment]  # run-time enum; stubs: "NONE"
-            self._texture_node.image = img
+            slot.texture_node.image = img
         rgba = np.ones((h, w, 4), dtype=np.float32)
         rgba[..., :3] = tex[::-1] / 255.0  # Blender stores rows bottom-up
         img.pixels.foreach_set(rgba.ravel())  # type: ignore[attr-defined]  # stubs: pixels is a float
         img.update()
-        self._texture_key = key
+        slot.texture_key = key
+
+    def _set_people(self, job: RenderJob) -> list[BodyMesh]:
+        """One slot per person, with their mesh and texture; bodies of slots the clip does not use are removed."""
+        bodies = job.bodies()
+        while len(self.slots) < len(bodies):
+            self.slots.append(self._build_slot(len(self.slots)))
+        for k, person in enumerate(bodies):
+            self._set_mesh(k, person)
+            self._set_texture(k, person.texture)
+        for slot in self.slots[len(bodies) :]:
+            self._remove_body(slot)
+        return bodies
 
     def _set_light(self, light: tuple[float, ...]) -> None:
         a0, a, b, d = sh_weights(light)
-        # inputs[1] of the Vector Math dot products is a vector socket, of the Math add a float socket.
-        cast(bpy.types.NodeSocketVector, self._sh_linear.inputs[1]).default_value = a
-        cast(bpy.types.NodeSocketVector, self._sh_square.inputs[1]).default_value = b
-        cast(bpy.types.NodeSocketVector, self._sh_cross.inputs[1]).default_value = d
-        cast(bpy.types.NodeSocketFloat, self._sh_const.inputs[1]).default_value = a0
+        for slot in self.slots:  # the light is shared
+            linear, square, cross, const = slot.sh_nodes
+            # inputs[1] of the Vector Math dot products is a vector socket, of the Math add a float socket.
+            cast(bpy.types.NodeSocketVector, linear.inputs[1]).default_value = a
+            cast(bpy.types.NodeSocketVector, square.inputs[1]).default_value = b
+            cast(bpy.types.NodeSocketVector, cross.inputs[1]).default_value = d
+            cast(bpy.types.NodeSocketFloat, const.inputs[1]).default_value = a0
 
-    def _set_camera(self, job: RenderJob) -> None:
+    def _set_camera(self, job: RenderJob, bodies: list[BodyMesh]) -> None:
         cam = job.camera
         w, h = cam.width, cam.height
         if w < h:
@@ -323,8 +372,9 @@ class SceneRenderer:
         m[:3, :3] = R.T @ _CV_FROM_BLENDER
         m[:3, 3] = cam.location
         self.camera.matrix_world = m.T.tolist()  # mathutils takes rows; transpose of a column-major list
-        assert self.body is not None
-        self.body.matrix_world = np.asarray(cam.world_from_body).T.tolist()
+        for slot, person in zip(self.slots, bodies, strict=False):
+            assert slot.body is not None
+            slot.body.matrix_world = np.asarray(person.world_from_body).T.tolist()
 
     def render(
         self,
@@ -342,17 +392,20 @@ class SceneRenderer:
         cam = job.camera
         if job.background.shape[:2] != (cam.height, cam.width):
             raise RenderError(f"background is {job.background.shape[:2]}, expected {(cam.height, cam.width)}")
-        self._set_mesh(job)
-        self._set_texture(job)
+        bodies = self._set_people(job)
         self._set_light(job.spec.light)
-        self._set_camera(job)
+        self._set_camera(job, bodies)
         self._clips += 1
         clipdir = self.workdir / f"clip{self._clips}"
         clipdir.mkdir()
-        cache = clipdir / "motion.pc2"
-        _write_pc2(cache, job.vertices)
-        assert self.body is not None
-        cast(bpy.types.MeshCacheModifier, self.body.modifiers["motion"]).filepath = str(cache)
+        for k, person in enumerate(bodies):
+            if person.vertices.shape[0] != T:
+                raise RenderError(f"person {k + 1} has {person.vertices.shape[0]} frames, the clip {T}")
+            cache = clipdir / ("motion.pc2" if k == 0 else f"motion.p{k + 1}.pc2")
+            _write_pc2(cache, person.vertices)
+            body = self.slots[k].body
+            assert body is not None
+            cast(bpy.types.MeshCacheModifier, body.modifiers["motion"]).filepath = str(cache)
         s = self.scene
         s.frame_start, s.frame_end = 1, T
         s.render.fps = job.spec.fps
@@ -369,6 +422,7 @@ class SceneRenderer:
             "normal": ((T, H, W, 3), np.float32),
             "flow": ((T, H, W, 2), np.float32),
             "segm": ((T, H, W), np.uint8),
+            "inst": ((T, H, W), np.uint8),
         }
         if out_dir is None:
             arrays = {k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
@@ -391,8 +445,7 @@ class SceneRenderer:
                     path = self.scene.render.frame_path(frame=frame)
                     raw = read_exr(path)
                     os.remove(path)
-                    segm_pass = "segm" if eevee else "Material Index"
-                    conv = convert_frame(raw, bg, cam, convention, segm_pass, force_background_depth=eevee)
+                    conv = convert_frame(raw, bg, cam, convention, eevee)
                     # Frames without a predecessor (surreal) or successor (clean) hold 0 by convention;
                     # Blender would extrapolate the cache.
                     if frame == (1 if convention == "surreal" else T):

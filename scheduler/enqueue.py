@@ -38,6 +38,7 @@ class Selection:
     runs: tuple[int, ...] = (0, 1, 2)
     split: Split | None = None
     limit: int | None = None
+    people: tuple[int, int] = (1, 1)  # (fewest, most) people per clip, drawn per clip from its seed
 
 
 def select_sequences(session: Session, selector: str, split: Split | None) -> list[tuple[str, Sequence]]:
@@ -191,6 +192,27 @@ def insert_new_clips(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     return new_ids
 
 
+class Partners:
+    """The sequences another person's window may come from: the clip's catalog and split, in a stable order,
+    those holding the clip's frame count (listed once per catalog, split and count)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.lists: dict[tuple[int, str, int], list[SequenceRef]] = {}
+
+    def holding(self, catalog_id: int, catalog: str, split: str, frames: int) -> list[SequenceRef]:
+        key = (catalog_id, split, frames)
+        if key not in self.lists:
+            rows = self.session.scalars(
+                select(Sequence)
+                .where(Sequence.catalog_id == catalog_id, Sequence.split == split)
+                .order_by(Sequence.name)
+            )
+            refs = [sequence_ref(catalog, s) for s in rows]
+            self.lists[key] = [r for r in refs if r.frames >= frames]
+        return self.lists[key]
+
+
 def store_clips(
     session: Session,
     plan: list[tuple[str, Sequence, PlannedClip]],
@@ -198,6 +220,7 @@ def store_clips(
     body_model: str,
     progress: Callable[[int], None] = lambda n: None,
     convention: Convention = "surreal",
+    people: tuple[int, int] = (1, 1),
 ) -> list[int]:
     """Sample and insert the clips not stored yet; returns the new clip ids."""
     catalog_ids = {seq.catalog_id for _, seq, _ in plan}
@@ -214,11 +237,17 @@ def store_clips(
         return []
     pools = load_pools(session, catalog_ids)
     refs: dict[int, SequenceRef] = {}
+    partners = Partners(session) if people != (1, 1) else None
     now = utcnow()
     rows: list[dict[str, Any]] = []
     for catalog, seq, planned in todo:
         ref = refs.get(seq.id) or refs.setdefault(seq.id, sequence_ref(catalog, seq))
-        spec: ClipSpec = sample_clip_spec(ref, planned, pools, project_seed, body_model, convention)
+        others = (
+            partners.holding(seq.catalog_id, catalog, seq.split, planned.frame_count) if partners else None
+        )
+        spec: ClipSpec = sample_clip_spec(
+            ref, planned, pools, project_seed, body_model, convention, people, others
+        )
         rows.append(
             {
                 "sequence_id": seq.id,
@@ -277,7 +306,13 @@ def enqueue(
             progress("plan", stored, len(plan))
 
         new_ids = store_clips(
-            session, plan, settings.seed, settings.body_model, stored_progress, settings.convention
+            session,
+            plan,
+            settings.seed,
+            settings.body_model,
+            stored_progress,
+            settings.convention,
+            selection.people,
         )
     assert app is not None
     try:

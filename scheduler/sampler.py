@@ -14,8 +14,8 @@ from functools import lru_cache
 import numpy as np
 
 from farm.core.seeding import child_stream, text_seed
-from farm.core.spec import CameraSpec, ClipSpec, Convention, Gender, MotionRef, Split, clip_name
-from scheduler.plan import PlannedClip
+from farm.core.spec import CameraSpec, ClipSpec, Convention, Gender, MotionRef, Person, Split, clip_name
+from scheduler.plan import PlannedClip, frames_at_30fps
 
 GENDERS: tuple[Gender, Gender] = ("female", "male")
 TRAIN_FRACTION = 0.8  # SURREAL's shape banks: train uses the first 80% of rows, test the last 20%
@@ -57,6 +57,19 @@ def light_rand(rng: np.random.Generator) -> tuple[float, ...]:
 def camera_rand(rng: np.random.Generator) -> tuple[float, float]:
     """Camera distance ~ N(8 m, 1 m) and the body's yaw ~ U[0, 2 pi) relative to it."""
     return float(rng.normal(8.0, 1.0)), float(rng.random() * 2.0 * math.pi)
+
+
+def people_rand(rng: np.random.Generator, people: tuple[int, int]) -> int:
+    """How many people the clip holds, uniform in people = (fewest, most)."""
+    lo, hi = people
+    return lo + int(rng.random() * (hi - lo + 1))
+
+
+def placement_rand(rng: np.random.Generator) -> tuple[float, float, float]:
+    """Where another person stands (farm/render/placement.py): ground_x ~ U(-0.6, 0.6) of the view's half width,
+    the search for free ground from ground_depth ~ U(-1.5, 3) m beyond the first person, gap ~ U(0.1, 0.5) m."""
+    u = rng.random(3)
+    return float(-0.6 + 1.2 * u[0]), float(-1.5 + 4.5 * u[1]), float(0.1 + 0.4 * u[2])
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,37 @@ class SequenceRef:
     split: Split
     motion: MotionRef
 
+    @property
+    def frames(self) -> int:
+        """Its length in 30 fps frames."""
+        return frames_at_30fps(self.motion.frames, self.motion.rate)
+
+
+def person_rand(
+    rng: np.random.Generator, partners: list[SequenceRef], frames: int, pools: AppearancePools, split: Split
+) -> Person:
+    """Another person: a window of `frames` frames of one of `partners` (each at least that long; uniform over
+    them, then over the window's start), a body, a texture, a yaw and a place, all from `rng`."""
+    u_sequence, u_start, u_yaw = rng.random(3)
+    partner = partners[int(u_sequence * len(partners))]
+    gender, row = body_rand(rng, pools.shapes, split)
+    bank = pools.shapes[gender]
+    textures = pools.textures[(gender, split)]
+    ground_x, ground_depth, gap = placement_rand(rng)
+    return Person(
+        sequence=partner.name,
+        frame_start=int(u_start * (partner.frames - frames + 1)),
+        motion=partner.motion,
+        gender=gender,
+        shape=tuple(bank.rows[row].tolist()),
+        shape_source=f"{bank.name}#{row}",
+        texture=textures[int(rng.random() * len(textures))],
+        zrot=float(u_yaw * 2.0 * math.pi),
+        ground_x=ground_x,
+        ground_depth=ground_depth,
+        gap=gap,
+    )
+
 
 def sample_clip_spec(
     sequence: SequenceRef,
@@ -115,7 +159,12 @@ def sample_clip_spec(
     project_seed: int,
     body_model: str,
     convention: Convention = "surreal",
+    people: tuple[int, int] = (1, 1),
+    partners: list[SequenceRef] | None = None,
 ) -> ClipSpec:
+    """The clip's spec. With `people` = (fewest, most) above 1, the others' windows come from `partners` (the
+    sequences of the clip's catalog and split that hold its frame count; default: this one); each person draws
+    from their own stream, and a one-person clip draws exactly what it drew before people existed."""
     seed = clip_seed(project_seed, sequence.catalog, sequence.name, planned.run, planned.clip_index)
     split = sequence.split
     gender, row = body_rand(child_stream(seed, "body"), pools.shapes, split)
@@ -124,6 +173,13 @@ def sample_clip_spec(
         child_stream(seed, "appearance"), pools.textures[(gender, split)], pools.backgrounds[split]
     )
     distance, zrot = camera_rand(child_stream(seed, "camera"))
+    count = people_rand(child_stream(seed, "people"), people) if people != (1, 1) else 1
+    others = tuple(
+        person_rand(
+            child_stream(seed, f"person{k + 1}"), partners or [sequence], planned.frame_count, pools, split
+        )
+        for k in range(1, count)
+    )
     return ClipSpec(
         name=clip_name(sequence.name, planned.clip_index),
         catalog=sequence.catalog,
@@ -146,4 +202,5 @@ def sample_clip_spec(
         camera=CameraSpec(distance=distance),
         zrot=zrot,
         convention=convention,
+        others=others,
     )

@@ -21,12 +21,12 @@ import numpy as np
 from farm.render.job import RenderResult
 
 PASSES = {"rgb": (np.uint8, 3), "alpha": (np.float32, 0), "depth": (np.float32, 0)}
-PASSES |= {"normal": (np.float32, 3), "flow": (np.float32, 2), "segm": (np.uint8, 0)}
+PASSES |= {"normal": (np.float32, 3), "flow": (np.float32, 2), "segm": (np.uint8, 0), "inst": (np.uint8, 0)}
 
 
 def answer(clip: str) -> RenderResult:
     """What a render of `clip` sends when its arrays are files: everything else."""
-    return RenderResult(None, None, None, None, None, None, software={"job": clip})  # type: ignore[arg-type]
+    return RenderResult(None, None, None, None, None, None, None, software={"job": clip})  # type: ignore[arg-type]
 
 
 def serve(conn: Connection, state: Path, late_s: float) -> None:

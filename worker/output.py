@@ -3,7 +3,9 @@
 `<root>/<catalog>/<split>/run<R>/<sequence>/` receives, for the clip `<sequence>_c<NNNN>`: `.mp4` (H.264,
 yuv420p, crf 23, the clip's fps), `_info.mat`, `_depth.mat`, `_segm.mat`, `_gtflow.mat`, `_normal.mat`
 (MATLAB v5, the keys, shapes and dtypes of the original) and `_manifest.json` (spec, software versions, and
-every file with its sha256 and size).
+every file with its sha256 and size). `_info.mat` adds `visible` (P x 24 x T) and `bbox` (P x 4 x T) to the
+original's keys (worker/visibility.py). A clip of several people stores SURREACT's layout instead: the
+per-person keys gain a leading person axis, and `_inst.mat` holds each frame's instance mask.
 
 Everything is written into a hidden temporary folder beside the clip first and then renamed into place, the
 manifest last: a crash leaves no partial file under a final name, and a clip is complete exactly when its
@@ -35,9 +37,10 @@ from farm.core.settings import Settings
 from farm.core.spec import ClipSpec
 from farm.render.camera import Camera, stored_pose
 from farm.render.job import Progress, Renderer, RenderResult
-from farm.render.prepare import prepare_clip
+from farm.render.prepare import PersonMotion, prepare_clip
 from worker import qc
 from worker.video import finish_encoder, start_encoder, stop_encoder
+from worker.visibility import person_boxes, visible_joints
 
 if TYPE_CHECKING:
     from worker.process import Producer
@@ -69,30 +72,51 @@ def _index_array(value: int, convention: str) -> np.ndarray:
     return np.array([[value]], dtype=np.uint8 if value <= 255 else np.uint16)
 
 
-def info_dict(spec: ClipSpec, poses: np.ndarray, joints3d: np.ndarray, camera: Camera) -> dict[str, Any]:
-    """`_info.mat`: poses (T,72) as the motion gives them (without the yaw); joints3d (T,24,3) in world metres.
-    What the values mean follows spec.convention (farm/render.py)."""
-    T = len(poses)
-    joints2d = camera.project(np.asarray(joints3d, dtype=np.float64))
-    if spec.convention == "surreal":
-        joints2d = np.round(joints2d)  # the original stored whole pixels
-    return {
+def info_dict(
+    spec: ClipSpec, people: list[PersonMotion], camera: Camera, visible: np.ndarray, bbox: np.ndarray
+) -> dict[str, Any]:
+    """`_info.mat`: each person's poses (T,72) as the motion gives them (without the yaw) and joints (T,24,3) in
+    world metres; `visible` (P,24,T) and `bbox` (P,4,T) from worker/visibility.py. What the values mean follows
+    spec.convention (farm/render/__init__.py). One person: the original's keys and shapes; several: SURREACT's,
+    each per-person key with a leading person axis."""
+    T = len(people[0].poses)
+    per_person = []
+    for person, motion in zip(spec.people, people, strict=True):
+        joints2d = camera.project(np.asarray(motion.joints, dtype=np.float64))
+        if spec.convention == "surreal":
+            joints2d = np.round(joints2d)  # the original stored whole pixels
+        per_person.append(
+            {
+                "cloth": _cell([person.texture] * T),
+                "gender": np.full((T, 1), 0 if person.gender == "female" else 1, dtype=np.uint8),
+                "zrot": np.full((T, 1), person.zrot, dtype=np.float32),
+                "pose": np.ascontiguousarray(stored_pose(spec.convention, person.motion.uri, motion.poses).T),
+                "shape": np.repeat(np.asarray(person.shape, np.float32)[:, None], T, axis=1),
+                "joints2D": np.ascontiguousarray(joints2d.astype(np.float32).transpose(2, 1, 0)),
+                "joints3D": np.ascontiguousarray(np.asarray(motion.joints, np.float32).transpose(2, 1, 0)),
+            }
+        )
+    if len(per_person) == 1:
+        person_keys = per_person[0]
+    else:
+        person_keys = {k: np.stack([p[k] for p in per_person]) for k in per_person[0]}
+        person_keys["cloth"] = np.concatenate([p["cloth"] for p in per_person])  # a P x T cell
+    shared = {
         "sequence": spec.name,
         "clipNo": _index_array(spec.clip_index + 1, spec.convention),
         "source": SOURCE,
         "stride": _index_array(spec.stride, spec.convention),
         "bg": _cell([spec.background] * T),
-        "cloth": _cell([spec.texture] * T),
-        "gender": np.full((T, 1), 0 if spec.gender == "female" else 1, dtype=np.uint8),
         "light": np.repeat(np.asarray(spec.light, np.float32)[:, None], T, axis=1),
         "camDist": np.array([[spec.camera.distance]], dtype=np.float32),
         "camLoc": camera.location.astype(np.float32).reshape(3, 1),
-        "zrot": np.full((T, 1), spec.zrot, dtype=np.float32),
-        "pose": np.ascontiguousarray(stored_pose(spec, poses).T),
-        "shape": np.repeat(np.asarray(spec.shape, np.float32)[:, None], T, axis=1),
-        "joints2D": np.ascontiguousarray(joints2d.astype(np.float32).transpose(2, 1, 0)),
-        "joints3D": np.ascontiguousarray(np.asarray(joints3d, np.float32).transpose(2, 1, 0)),
     }
+    order = ("sequence", "clipNo", "source", "stride", "bg", "cloth", "gender", "light", "camDist", "camLoc",
+             "zrot", "pose", "shape", "joints2D", "joints3D")  # fmt: skip  # the original's key order
+    info = {k: {**shared, **person_keys}[k] for k in order}
+    info["visible"] = np.ascontiguousarray(visible, dtype=bool)
+    info["bbox"] = np.ascontiguousarray(bbox, dtype=np.float32)
+    return info
 
 
 # MATLAB's 116-byte header text. scipy writes the current time there; a fixed text makes a re-render of a
@@ -154,6 +178,11 @@ def software_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 PASS_FILES = (("depth", "depth", np.float32), ("segm", "segm", np.uint8), ("gtflow", "flow", np.float32),
               ("normal", "normal", np.float32))  # fmt: skip
+INST_FILE = (
+    "inst",
+    "inst",
+    np.uint8,
+)  # clips of several people only: a one-person clip's files are SURREAL's
 
 
 class ClipWriter:
@@ -170,10 +199,16 @@ class ClipWriter:
         self.final_dir.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=self.final_dir))
         self.done = 0
-        self.elements: dict[str, list[bytes]] = {prefix: [] for prefix, _, _ in PASS_FILES}
+        self.passes = PASS_FILES + ((INST_FILE,) if spec.others else ())
+        self.elements: dict[str, list[bytes]] = {prefix: [] for prefix, _, _ in self.passes}
         self._ffmpeg: subprocess.Popen[bytes] | None = None
         # The quality gate sees each frame as it is encoded (while Blender renders the next ones).
-        self.gate = qc.Gate(spec.frame_count, spec.convention, (spec.camera.width, spec.camera.height))
+        self.gate = qc.Gate(
+            spec.frame_count,
+            spec.convention,
+            (spec.camera.width, spec.camera.height),
+            people=len(spec.people),
+        )
 
     def _video(self, height: int, width: int) -> subprocess.Popen[bytes]:
         if self._ffmpeg is None:
@@ -192,7 +227,7 @@ class ClipWriter:
         for i in range(self.done, upto):
             video.stdin.write(np.ascontiguousarray(rgb[i], np.uint8).tobytes())
             written = {}
-            for prefix, field, dtype in PASS_FILES:
+            for prefix, field, dtype in self.passes:
                 frame = np.asarray(get(field)[i], dtype=dtype)
                 self.elements[prefix] += _compressed_elements({f"{prefix}_{i + 1}": frame})
                 written[field] = frame[None]
@@ -206,27 +241,41 @@ class ClipWriter:
         joints3d: np.ndarray,
         camera: Camera,
         software: dict[str, str] | None = None,
+        others: list[PersonMotion] | None = None,
     ) -> ClipFiles:
+        """Write the rest and land the clip. `poses`, `joints3d`: the first person's; `others`: the other
+        people's (spec.others, in order)."""
         spec, tmp, name = self.spec, self.tmp, self.spec.name
         T = len(result.rgb)
         try:
-            if len(poses) != T or len(joints3d) != T:
+            people = [PersonMotion(poses, joints3d), *(others or [])]
+            if len(people) != len(spec.people):
+                raise ValueError(f"the spec has {len(spec.people)} people but {len(people)} were given")
+            if any(len(p.poses) != T or len(p.joints) != T for p in people):
                 raise ValueError(
-                    f"{T} rendered frames but {len(poses)} poses and {len(joints3d)} joint frames"
+                    f"{T} rendered frames but people with other numbers of poses or joint frames"
                 )
             self.feed(result, T)
             finish_encoder(self._video(result.rgb.shape[1], result.rgb.shape[2]), tmp / f"{name}.mp4")
-            info = info_dict(spec, poses, joints3d, camera)
+            joints = np.stack([np.asarray(p.joints, np.float64) for p in people])  # (P, T, 24, 3)
+            # One person's instance is the body (the pass says the same); several people's is the pass.
+            inst = np.asarray(result.inst) if spec.others else (np.asarray(result.segm) > 0).astype(np.uint8)
+            visible = visible_joints(camera, spec.convention, joints, np.asarray(result.depth), inst)
+            bbox = person_boxes(camera, inst, len(people))
+            info = info_dict(spec, people, camera, visible, bbox)
+            joints2d = np.asarray(info["joints2D"]).reshape(len(people), 2, 24, T)
             # The quality gate, before any file has its final name: a clip that fails is not stored.
             quality = self.gate.finish(
-                joints2d=np.asarray(info["joints2D"]).transpose(2, 1, 0),
-                reprojected=camera.project(np.asarray(joints3d, np.float64)),
+                joints2d=joints2d.transpose(0, 3, 2, 1),
+                reprojected=camera.project(joints),
                 video=tmp / f"{name}.mp4",
+                visible=visible,
+                bbox=bbox,
             )
             quality.raise_for_problems(name)
             savemat(tmp / f"{name}_info.mat", info)
             header = _mat_header()
-            for prefix, _, _ in PASS_FILES:
+            for prefix, _, _ in self.passes:
                 with open(tmp / f"{name}_{prefix}.mat", "wb") as mat:
                     mat.write(header)
                     mat.writelines(self.elements[prefix])
@@ -277,9 +326,10 @@ def write_clip(
     joints3d: np.ndarray,
     camera: Camera,
     software: dict[str, str] | None = None,
+    others: list[PersonMotion] | None = None,
 ) -> ClipFiles:
     """Write the clip's files under `root` in the SURREAL layout, atomically (see the module docstring)."""
-    return ClipWriter(root, spec).finish(result, poses, joints3d, camera, software)
+    return ClipWriter(root, spec).finish(result, poses, joints3d, camera, software, others)
 
 
 def render_clip_files(
@@ -301,7 +351,7 @@ def render_clip_files(
     try:
         result = renderer.render(clip.job, progress, sink=writer.feed)
         t2 = time.perf_counter()
-        files = writer.finish(result, clip.poses, clip.joints, clip.job.camera, result.software)
+        files = writer.finish(result, clip.poses, clip.joints, clip.job.camera, result.software, clip.others)
     finally:
         writer.abort()
     t3 = time.perf_counter()

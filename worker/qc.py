@@ -7,15 +7,19 @@ problem, so a clip that fails is never stored or marked done. `farm qc` runs it 
 
 Problems (each one sentence): a frame count other than the spec's; non-finite values; segmentation and depth
 disagreeing about the body (segm > 0 exactly where depth < 1e10, background depth exactly 1e10); labels
-outside 0..24; `joints2D` that do not reproject from `joints3D` and the camera; an mp4 that does not decode
-to the clip's frames at the camera's size.
+outside 0..24; instances disagreeing with the segmentation (inst > 0 exactly where segm > 0) or naming a person
+the clip lacks; `joints2D` that do not reproject from `joints3D` and the camera; a visible joint outside its
+person's box; an mp4 that does not decode to the clip's frames at the camera's size.
 
 Statistics (the manifest's "qc" object and the clips table's `qc` column):
 - `frames`: frames in the clip;
 - `frames_with_body`: frames with any body pixel (segm > 0);
 - `body_pixels_mean`: body pixels per frame, averaged over the clip;
 - `joints_in_image`: the fraction of the clip's joints whose `joints2D` lie in [0, W) x [0, H);
-- `flow_mean`: mean optical-flow magnitude over the clip's body pixels, in pixels (0 without any).
+- `flow_mean`: mean optical-flow magnitude over the clip's body pixels, in pixels (0 without any);
+- `people`: one object per person (the first is the clip's first person): `pixels_mean` (their visible pixels
+  per frame), `frames_visible` (frames showing any of them), `joints_in_image` and `joints_visible` (the
+  fractions of their joints in the image and marked visible).
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ MAX_LABEL = 24
 REPROJECTION_TOLERANCE_PX = {"surreal": 0.5 + 1e-3, "clean": 1e-2}
 PASSES = (("depth", "depth", 2), ("segm", "segm", 2), ("gtflow", "flow", 3), ("normal", "normal", 3))
 CLIP_FILES = (".mp4", "_info.mat", "_depth.mat", "_segm.mat", "_gtflow.mat", "_normal.mat", "_manifest.json")
+
+
+def clip_suffixes(people: int) -> tuple[str, ...]:
+    """The files of a clip of `people` people: SURREAL's, and `_inst.mat` when there are several."""
+    return CLIP_FILES + (("_inst.mat",) if people > 1 else ())
 
 
 class QualityError(FarmError):
@@ -100,7 +109,7 @@ def decode_video(path: Path) -> tuple[int, int, int]:
     return count, width, height
 
 
-PASS_SHAPES = {"depth": (), "segm": (), "flow": (2,), "normal": (3,)}  # per pixel
+PASS_SHAPES = {"depth": (), "segm": (), "flow": (2,), "normal": (3,), "inst": ()}  # per pixel
 
 
 class Gate:
@@ -117,8 +126,9 @@ class Gate:
         convention: str | None,
         size: tuple[int, int],
         problems: list[str] | None = None,
+        people: int = 1,
     ) -> None:
-        self.frames, self.convention = frames, convention
+        self.frames, self.convention, self.people = frames, convention, people
         self.width, self.height = size
         self.problems = list(problems or [])
         self.lengths: dict[str, int] = {}
@@ -126,6 +136,7 @@ class Gate:
         self.counts: dict[str, list[np.ndarray]] = {}  # per-frame counts of each kind of bad pixel, and body
         self.labels = (0, 0)
         self.flow_sum, self.flow_pixels = 0.0, 0
+        self.person_pixels: list[np.ndarray] = []  # (n, P) pixels of each person per frame
 
     def _usable(self, name: str, a: np.ndarray | None) -> np.ndarray | None:
         if a is None or name in self.unusable:
@@ -148,10 +159,20 @@ class Gate:
         segm: np.ndarray | None = None,
         flow: np.ndarray | None = None,
         normal: np.ndarray | None = None,
+        inst: np.ndarray | None = None,
     ) -> None:
         """The next frames of the passes, (n, H, W[, C]) each, the same frames of each (a pass that could not be
-        read is None)."""
+        read is None; a one-person clip's files hold no instances: `inst` None)."""
         d, s = self._usable("depth", depth), self._usable("segm", segm)
+        i = self._usable("inst", inst)
+        if i is None and self.people == 1 and s is not None:
+            i = (s > 0).astype(np.uint8)  # one person: the body's pixels are theirs (no _inst.mat)
+        if i is not None and len(i):
+            counts = np.stack([np.bincount(frame.ravel(), minlength=256) for frame in i])
+            self.person_pixels.append(counts[:, 1 : self.people + 1])
+            self._note("strangers", counts[:, self.people + 1 :].sum(axis=1))
+            if s is not None and len(s) == len(i):
+                self._note("inst disagree", _per_frame((i > 0) != (s > 0)))
         f, n = self._usable("flow", flow), self._usable("normal", normal)
         for name, a in (("depth", d), ("flow", f), ("normal", n)):
             if a is not None:
@@ -175,25 +196,81 @@ class Gate:
             self.flow_sum += float(np.hypot(moving[:, 0], moving[:, 1]).sum(dtype=np.float64))
             self.flow_pixels += len(moving)
 
+    def _check_people(
+        self,
+        joints2d: np.ndarray | None,
+        visible: np.ndarray | None,
+        bbox: np.ndarray | None,
+        stats: dict[str, Any],
+    ) -> None:
+        """Per-person statistics, and every visible joint inside its person's box. `joints2d` (P, T, 24, 2)."""
+        P = self.people
+        people: list[dict[str, Any]] = [{} for _ in range(P)]
+        if self.person_pixels:
+            pixels = np.concatenate(self.person_pixels)
+            for k in range(P):
+                people[k]["pixels_mean"] = round(float(pixels[:, k].mean()), 1) if len(pixels) else 0.0
+        T = None if joints2d is None else joints2d.shape[1]
+        shapes_ok = True
+        for name, a, want in (("visible", visible, (P, 24, T)), ("bbox", bbox, (P, 4, T))):
+            if a is not None and (a.shape[:2] != want[:2] or (T is not None and a.shape[2] != T)):
+                self.problems.append(f"{name} has shape {'x'.join(map(str, a.shape))}, want {P}x{want[1]}xT.")
+                shapes_ok = False
+        if joints2d is not None:
+            x, y = joints2d[..., 0], joints2d[..., 1]
+            inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
+            for k in range(P):
+                people[k]["joints_in_image"] = round(float(inside[k].mean()), 4) if inside[k].size else 0.0
+        if visible is not None and shapes_ok:
+            for k in range(P):
+                people[k]["joints_visible"] = round(float(visible[k].mean()), 4) if visible[k].size else 0.0
+        if bbox is not None and shapes_ok:
+            for k in range(P):
+                people[k]["frames_visible"] = int(np.count_nonzero(~np.isnan(bbox[k, 0])))
+        if joints2d is not None and visible is not None and bbox is not None and shapes_ok:
+            box = bbox.transpose(0, 2, 1)[:, :, None, :]  # (P, T, 1, 4)
+            with np.errstate(invalid="ignore"):
+                inside_box = (
+                    (joints2d[..., 0] >= box[..., 0]) & (joints2d[..., 0] <= box[..., 2])
+                    & (joints2d[..., 1] >= box[..., 1]) & (joints2d[..., 1] <= box[..., 3])
+                )  # fmt: skip
+            outside = visible.transpose(0, 2, 1) & ~inside_box  # (P, T, 24)
+            if outside.any():
+                self.problems.append(
+                    f"{_count(outside.sum(), 'visible joint')} lie outside their person's bbox "
+                    f"{_where(outside.any(axis=(0, 2)))}."
+                )
+        stats["people"] = people
+
     def _counts(self, kind: str) -> np.ndarray:
         return np.concatenate(self.counts[kind]) if kind in self.counts else np.zeros(0, np.int64)
 
     def finish(
-        self, joints2d: np.ndarray | None, reprojected: np.ndarray | None, video: Path | None
+        self,
+        joints2d: np.ndarray | None,
+        reprojected: np.ndarray | None,
+        video: Path | None,
+        visible: np.ndarray | None = None,
+        bbox: np.ndarray | None = None,
     ) -> Quality:
-        """`joints2d` (T, 24, 2) as stored, `reprojected` (T, 24, 2) the projection of joints3D with the clip's
-        camera, `video` the encoded mp4 (None: it could not be read, the problem already noted)."""
+        """`joints2d` (T, 24, 2) or (P, T, 24, 2) as stored, `reprojected` the same shape: the projection of
+        joints3D with the clip's camera; `video` the encoded mp4 (None: it could not be read, the problem already
+        noted); `visible` (P, 24, T) and `bbox` (P, 4, T) as stored (None: not stored or unreadable)."""
         problems, frames = self.problems, self.frames
         width, height = self.width, self.height
+        per_person: dict[str, np.ndarray] = {}
         joints: dict[str, np.ndarray] = {}
         for name, a in (("joints2D", joints2d), ("joints3D", reprojected)):
             if a is None:
                 continue
-            if a.shape[1:] != (24, 2):
+            a = a[None] if a.ndim == 3 else a
+            if a.shape[0] != self.people or a.shape[2:] != (24, 2):
                 what = "joints2D" if name == "joints2D" else "the projection of joints3D"
-                problems.append(f"{what} has frames of shape {'x'.join(map(str, a.shape[1:]))}, want 24x2.")
+                want = f"{self.people}xTx24x2" if self.people > 1 else "Tx24x2"
+                problems.append(f"{what} has shape {'x'.join(map(str, a.shape))}, want {want}.")
                 continue
-            joints[name] = a
+            per_person[name] = a
+            joints[name] = a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1, 2)  # (T, P * 24, 2)
         lengths = {**self.lengths, **({"joints2D": len(joints["joints2D"])} if "joints2D" in joints else {})}
         wrong: dict[int, list[str]] = {}
         for name, count in lengths.items():
@@ -224,6 +301,17 @@ class Gate:
                 f"segm and depth disagree on {_count(disagree.sum(), 'pixel')} {_where(disagree)} "
                 f"(want segm > 0 exactly where depth < {BACKGROUND_DEPTH:.0e}, and {BACKGROUND_DEPTH:.0e} elsewhere)."
             )
+        for kind, sentence in (
+            (
+                "inst disagree",
+                "inst and segm disagree on {n} {where} (want inst > 0 exactly where segm > 0).",
+            ),
+            ("strangers", "inst names people the clip lacks on {n} {where} (it has {p})."),
+        ):
+            bad = self._counts(kind)
+            if bad.any():
+                n = _count(bad.sum(), "pixel")
+                problems.append(sentence.format(n=n, where=_where(bad), p=_count(self.people, "person")))
         not_positive = self._counts("not positive")
         if not_positive.any():
             problems.append(
@@ -261,6 +349,7 @@ class Gate:
                         f"joints2D lie up to {float(np.nanmax(off[far])):.3g} px from the projection of joints3D "
                         f"{_where(far.any(axis=1))} (allowed {tolerance:g} px in the {self.convention} convention)."
                     )
+        self._check_people(per_person.get("joints2D"), visible, bbox, stats)
         if video is not None:
             try:
                 count, w, h = decode_video(video)
@@ -287,17 +376,21 @@ def assess(
     reprojected: np.ndarray | None,
     video: Path | None,
     problems: list[str] | None = None,
+    people: int = 1,
+    inst: np.ndarray | None = None,
+    visible: np.ndarray | None = None,
+    bbox: np.ndarray | None = None,
 ) -> Quality:
     """Check one clip's arrays and compute its statistics: the Gate fed all frames at once.
 
     `frames`: what the spec says (None: unknown); `size`: (width, height); pass arrays are (T, H, W[, C]) as
     written; `joints2d` (T, 24, 2) as stored and `reprojected` (T, 24, 2) the projection of joints3D with the
     clip's camera; `video` the encoded mp4. An array that could not be read is None, its problem already in
-    `problems`.
+    `problems`. With `people` > 1 the joints are (P, T, 24, 2); `inst`, `visible`, `bbox` as Gate takes them.
     """
-    gate = Gate(frames, convention, size, problems)
-    gate.add(depth, segm, flow, normal)
-    return gate.finish(joints2d, reprojected, video)
+    gate = Gate(frames, convention, size, problems, people)
+    gate.add(depth, segm, flow, normal, inst)
+    return gate.finish(joints2d, reprojected, video, visible, bbox)
 
 
 # ---- stored files (`farm qc`) ----
@@ -350,11 +443,12 @@ def assess_files(folder: Path, name: str) -> Quality:
     frames: int | None = None
     convention: str | None = None
     size = (320, 240)
+    people = 1
     manifest_path = folder / f"{name}_manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
         spec = ClipSpec.model_validate(manifest["spec"])
-        frames, size = spec.frame_count, (spec.camera.width, spec.camera.height)
+        frames, size, people = spec.frame_count, (spec.camera.width, spec.camera.height), len(spec.people)
         convention = manifest.get("convention") or spec.convention
         if convention not in REPROJECTION_TOLERANCE_PX:
             problems.append(f"{manifest_path.name} names an unknown convention {convention!r}.")
@@ -366,12 +460,14 @@ def assess_files(folder: Path, name: str) -> Quality:
             f"{manifest_path.name} is not a valid manifest ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
         )
 
-    joints2d = reprojected = None
+    joints2d = reprojected = visible = bbox = None
     info = _load_mat(folder / f"{name}_info.mat", problems)
     if info is not None:
+        # (P,) 2|3 x 24 x T -> (P,) T x 24 x 2|3; a one-person clip has no person axis
+        order = (2, 1, 0) if people == 1 else (0, 3, 2, 1)
         try:
-            joints2d = np.asarray(info["joints2D"], np.float32).transpose(2, 1, 0)
-            joints3d = np.asarray(info["joints3D"], np.float64).transpose(2, 1, 0)
+            joints2d = np.asarray(info["joints2D"], np.float32).transpose(order)
+            joints3d = np.asarray(info["joints3D"], np.float64).transpose(order)
             cam_loc = np.asarray(info["camLoc"], np.float64).reshape(3)
             if convention is not None:
                 reprojected = project_with_info(convention, cam_loc, joints3d)
@@ -381,9 +477,12 @@ def assess_files(folder: Path, name: str) -> Quality:
             )
             joints2d = reprojected = None
         if frames is None and joints2d is not None:
-            frames = len(joints2d)
-    passes: dict[str, np.ndarray | None] = {}
-    for prefix, array, ndim in PASSES:
+            frames = joints2d.shape[-3]
+        # Clips written before visibility existed lack both keys.
+        visible = np.asarray(info["visible"], bool) if "visible" in info else None
+        bbox = np.asarray(info["bbox"], np.float32) if "bbox" in info else None
+    passes: dict[str, np.ndarray | None] = {"inst": None}
+    for prefix, array, ndim in PASSES + ((("inst", "inst", 2),) if people > 1 else ()):
         file = f"{name}_{prefix}.mat"
         content = _load_mat(folder / file, problems)
         passes[array] = None if content is None else _stack_frames(content, prefix, ndim, file, problems)
@@ -403,6 +502,10 @@ def assess_files(folder: Path, name: str) -> Quality:
         reprojected=reprojected,
         video=video if video.is_file() else None,
         problems=problems,
+        people=people,
+        inst=passes["inst"],
+        visible=visible,
+        bbox=bbox,
     )
 
 
@@ -470,7 +573,7 @@ def qc_stored(specs: Iterable[dict[str, Any]], storage: Storage, threads: int = 
         if isinstance(storage, LocalStorage):
             return ClipQuality(spec.name, where, assess_files(storage.root / spec.output_dir, spec.name))
         with tempfile.TemporaryDirectory(prefix=f"qc-{spec.name}-") as tmp:
-            for suffix in CLIP_FILES:
+            for suffix in clip_suffixes(len(spec.people)):
                 key = f"{spec.output_dir}/{spec.name}{suffix}"
                 try:
                     storage.get_file(key, Path(tmp) / f"{spec.name}{suffix}")

@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from farm.assets.untrusted import read_array
 from farm.core.errors import FarmError
-from farm.core.spec import FPS, ClipSpec, MotionRef
+from farm.core.spec import FPS, ClipSpec, MotionRef, Person
 
 SMPL_BODY_POSE = 66  # joints 0..21; SMPL-H and SMPL-X files share them, and SMPL's two hand joints follow
 
@@ -54,16 +54,17 @@ def resample(poses: np.ndarray, trans: np.ndarray, positions: np.ndarray) -> tup
     return rotated.astype(np.float32), (trans[low] * (1 - alpha) + trans[high] * alpha).astype(np.float32)
 
 
-def load_clip_motion(spec: ClipSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The clip's poses (N, 72) and translations (N, 3) at 30 fps; N = spec.frame_count.
+def load_clip_motion(spec: ClipSpec, person: Person | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The clip's (or one of its people's) poses (N, 72) and translations (N, 3) at 30 fps; N = spec.frame_count.
 
     For 120 Hz SURREAL data these are exactly MoCap frames range(b, e, 4) of the original generator.
     """
-    poses, trans = load_sequence_motion(spec.motion)
-    positions = (spec.frame_start + np.arange(spec.frame_count)) * (spec.motion.rate / FPS)
+    motion, start = (spec.motion, spec.frame_start) if person is None else (person.motion, person.frame_start)
+    poses, trans = load_sequence_motion(motion)
+    positions = (start + np.arange(spec.frame_count)) * (motion.rate / FPS)
     if positions[-1] > len(poses) - 1 + 1e-6:
         raise FarmError(
-            f"clip {spec.name} needs MoCap frame {positions[-1]:.0f} but {spec.motion.uri} holds {len(poses)}; "
+            f"clip {spec.name} needs MoCap frame {positions[-1]:.0f} but {motion.uri} holds {len(poses)}; "
             "the motion file changed since it was imported, re-import the catalog"
         )
     return resample(poses, trans, positions)

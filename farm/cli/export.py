@@ -27,8 +27,10 @@ WhereOption = Annotated[
     ),
 ]
 FILE_KINDS = {".mp4": "mp4", "_info.mat": "info", "_depth.mat": "depth", "_segm.mat": "segm",
-              "_gtflow.mat": "gtflow", "_normal.mat": "normal", "_manifest.json": "manifest"}  # fmt: skip
-ARRAYS = ("segm", "parts14", "depth", "depth_bins", "normal", "flow", "joints2D", "joints3D", "K", "R", "t")
+              "_gtflow.mat": "gtflow", "_normal.mat": "normal", "_manifest.json": "manifest",
+              "_inst.mat": "inst"}  # fmt: skip
+ARRAYS = ("segm", "parts14", "inst", "depth", "depth_bins", "normal", "flow", "joints2D", "joints3D", "visible", "bbox",
+          "K", "R", "t")  # fmt: skip
 
 
 def _done_clips(where: list[str] | None) -> list[Any]:
@@ -67,6 +69,9 @@ def index_rows(clips: list[Any], storage: Any) -> list[dict[str, Any]]:
         checksums = {Path(k).name: v for k, v in (clip.checksums or {}).items()}
         for suffix, kind in FILE_KINDS.items():
             name = f"{spec.name}{suffix}"
+            if kind == "inst" and not spec.others:  # a one-person clip has SURREAL's files only
+                row[f"{kind}_uri"] = row[f"{kind}_sha256"] = row[f"{kind}_size"] = None
+                continue
             row[f"{kind}_uri"] = storage.uri(f"{spec.output_dir}/{name}")
             row[f"{kind}_sha256"] = (checksums.get(name) or {}).get("sha256")
             row[f"{kind}_size"] = (checksums.get(name) or {}).get("size")

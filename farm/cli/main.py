@@ -181,6 +181,22 @@ ConventionOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
+def _parse_people(text: str) -> tuple[int, int]:
+    from farm.core.spec import MAX_PEOPLE
+
+    lo, _, hi = text.strip().partition("-")
+    try:
+        fewest, most = int(lo), int(hi or lo)
+    except ValueError:
+        fewest = most = 0
+    if not 1 <= fewest <= most <= MAX_PEOPLE:
+        raise typer.BadParameter(
+            f"{text!r} is not a number of people; use N or A-B with 1 <= A <= B <= {MAX_PEOPLE}, for example 1-4",
+            param_hint="--people",
+        )
+    return fewest, most
+
+
 @app.command(rich_help_panel=PLAN)
 def enqueue(
     sequences: Annotated[
@@ -194,12 +210,15 @@ def enqueue(
     ] = False,
     as_json: JsonOption = False,
     convention: ConventionOption = None,
+    people: Annotated[
+        str, typer.Option(help="People per clip: N, or A-B drawn per clip (1..4; SURREAL's plan is 1).")
+    ] = "1",
 ) -> None:
     """Plan clips with SURREAL's rule, store them, and queue one render task per new clip."""
     from scheduler.enqueue import Selection
     from scheduler.enqueue import enqueue as run_enqueue
 
-    selection = Selection(sequences, _parse_runs(runs), split, limit)
+    selection = Selection(sequences, _parse_runs(runs), split, limit, _parse_people(people))
     settings = with_convention(get_settings(), convention)
     with progress_bar() as bar:
         tasks: dict[str, Any] = {}

@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 SPEC_VERSION = 2  # 2 added `convention`; version 1 clips were rendered in what is now "clean"
 FPS = 30
@@ -65,6 +73,31 @@ class CameraSpec(Frozen):
         return self.focal_mm / self.sensor_mm * self.width
 
 
+MAX_PEOPLE = 4
+
+
+class Person(Frozen):
+    """One person of a clip: their MoCap window, body, look, yaw and where they stand.
+
+    A clip's first person is its top-level fields (SURREAL's one body); `ClipSpec.others` holds the rest.
+    Placement (farm/render/placement.py): each other person stands `ground_x` of the view's half width to the
+    side, and at the first free spot at or beyond `ground_depth` metres behind the first person's frame-0
+    pelvis along the view, with `gap` metres of ground between their frame-0 footprints and everyone else's.
+    """
+
+    sequence: SafeName
+    frame_start: int = Field(ge=0)  # first frame, in 30 fps frames of the sequence
+    motion: MotionRef
+    gender: Gender
+    shape: tuple[float, ...] = Field(min_length=10, max_length=10)
+    shape_source: str
+    texture: str
+    zrot: float
+    ground_x: float = Field(default=0.0, gt=-1.0, lt=1.0)
+    ground_depth: float = 0.0
+    gap: float = Field(default=0.0, ge=0.0)
+
+
 class ClipSpec(Frozen):
     spec_version: int = SPEC_VERSION
     name: str  # "<sequence>_c<NNNN>"
@@ -89,6 +122,7 @@ class ClipSpec(Frozen):
     camera: CameraSpec
     zrot: float  # body yaw about the vertical axis, radians
     convention: Convention = "surreal"
+    others: tuple[Person, ...] = Field(default=(), max_length=MAX_PEOPLE - 1)  # more people (issue 16)
 
     @model_validator(mode="before")
     @classmethod
@@ -97,6 +131,29 @@ class ClipSpec(Frozen):
         if isinstance(data, dict) and data.get("spec_version") == 1 and "convention" not in data:
             return {**data, "convention": "clean"}
         return data
+
+    @model_serializer(mode="wrap")
+    def _one_person_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """A one-person spec is stored exactly as before people existed."""
+        data: dict[str, object] = handler(self)
+        if not self.others:
+            data.pop("others", None)
+        return data
+
+    @property
+    def people(self) -> tuple[Person, ...]:
+        """Every person of the clip, the first one (the top-level fields) first."""
+        first = Person(
+            sequence=self.sequence,
+            frame_start=self.frame_start,
+            motion=self.motion,
+            gender=self.gender,
+            shape=self.shape,
+            shape_source=self.shape_source,
+            texture=self.texture,
+            zrot=self.zrot,
+        )
+        return (first, *self.others)
 
     @property
     def output_dir(self) -> str:

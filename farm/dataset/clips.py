@@ -8,7 +8,11 @@ What an item means (the clean convention of farm/render/__init__.py and the READ
   1..19 the paper's 45 mm bins of depth minus the pelvis' (10 is the pelvis' bin, 1 the nearest);
   normal (H, W, 3) unit camera-frame normals (OpenCV axes), 0 on background; flow (H, W, 2) forward flow
   t -> t+1 in pixels, 0 on the last frame; joints2D (24, 2) pixels with centres at integers, from joints3D
-  (24, 3) world metres and the camera K (3, 3), R (3, 3), t (3,).
+  (24, 3) world metres and the camera K (3, 3), R (3, 3), t (3,); visible (24,) bool and bbox (4,) float32
+  (x_min, y_min, x_max, y_max pixel edges, NaN when the person does not show) as `_info.mat` stores them
+  (worker/visibility.py), bbox moved into these pixel coordinates; inst (H, W) uint8, 0 background, k for
+  person k. A clip of P > 1 people gives joints2D (P, 24, 2), joints3D (P, 24, 3), visible (P, 24) and bbox
+  (P, 4), the first person first.
 - A surreal clip is unmirrored: every image is flipped left-right, the surreal world is turned into the clean
   one (the motion's frame, +Y up) with the rotation and pelvis its spec gives, depth along the ray becomes
   planar z, world normals become camera normals, and the backward flow of frame t+1 (the original's, sign
@@ -114,14 +118,14 @@ def fetch_clip(storage: Storage, spec: dict[str, Any], cache: Path) -> ClipRef:
     """A stored clip (its spec dict from the database): a local storage is read in place, S3 objects are
     downloaded once into `cache`. A missing object is left for the reader to name; a failing storage raises."""
     from farm.core.storage import LocalStorage
-    from worker.qc import CLIP_FILES
+    from worker.qc import clip_suffixes
 
     parsed = ClipSpec.model_validate(spec)
     if isinstance(storage, LocalStorage):
         return read_manifest(storage.root / parsed.output_dir, parsed.name)
     folder = cache / parsed.output_dir
     folder.mkdir(parents=True, exist_ok=True)
-    for suffix in CLIP_FILES:
+    for suffix in clip_suffixes(len(parsed.people)):
         key, local = f"{parsed.output_dir}/{parsed.name}{suffix}", folder / f"{parsed.name}{suffix}"
         if not local.is_file():
             try:
@@ -234,22 +238,41 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
     """Every frame of the clip as (T, ...) arrays of the clean convention (see the module docstring)."""
     spec, T = ref.spec, ref.frames
     W, H = spec.camera.width, spec.camera.height
+    P = len(spec.people)
     info_path = ref.folder / f"{ref.name}_info.mat"
     info = _load_mat(info_path)
     try:
-        joints3d = np.asarray(info["joints3D"], np.float64).transpose(2, 1, 0)[:T]
+        stored = np.asarray(info["joints3D"], np.float64)
+        people3d = (stored[None] if P == 1 else stored).transpose(0, 3, 2, 1)[:, :T]  # (P, T, 24, 3)
+        assert people3d.shape == (P, T, 24, 3)
+        visible = np.asarray(info["visible"], bool).transpose(2, 0, 1)[:T]  # (T, P, 24)
+        bbox = np.asarray(info["bbox"], np.float32).transpose(2, 0, 1)[:T]  # (T, P, 4)
+        assert visible.shape == (T, P, 24) and bbox.shape == (T, P, 4)
     except Exception as exc:
+        shape = "3x24xT" if P == 1 else f"{P}x3x24xT"
         raise ClipFileError(
-            f"{info_path} lacks a 3x24xT joints3D ({type(exc).__name__}); render the clip again"
+            f"{info_path} lacks a {shape} joints3D, {P}x24xT visible or {P}x4xT bbox ({type(exc).__name__}); "
+            "render the clip again"
         ) from None
     out: dict[str, np.ndarray] = {}
-    for prefix, key in PASS_FILES:
+    for prefix, key in PASS_FILES + ((("inst", "inst"),) if P > 1 else ()):
         path = ref.folder / f"{ref.name}_{prefix}.mat"
         out[key] = _frames(_load_mat(path), prefix, T, path)
+    if P == 1:
+        out["inst"] = (out["segm"] > 0).astype(np.uint8)
     if with_rgb:
         out["rgb"] = _decode_rgb(ref.folder / f"{ref.name}.mp4", T, W, H)
-    K, R, t, joints3d = clean_camera(ref, joints3d)
+    K, R, t, joints3d = clean_camera(ref, people3d[0])
+    if P > 1:  # the same change of world for everyone
+        A, b = np.eye(3), np.zeros(3)
+        if ref.convention == "surreal":
+            A, b, _ = surreal_to_clean(spec, people3d[0, 0, PELVIS])
+        joints3d = (people3d @ A.T + b).transpose(1, 0, 2, 3)  # (T, P, 24, 3)
     if ref.convention == "surreal":
+        # pixel c of the surreal frame spans [c, c + 1]; flipped, it is column W - 1 - c, spanning +-0.5
+        bbox = np.stack(
+            [W - 0.5 - bbox[..., 2], bbox[..., 1] - 0.5, W - 0.5 - bbox[..., 0], bbox[..., 3] - 0.5], -1
+        )
         for key in out:
             out[key] = np.ascontiguousarray(out[key][:, :, ::-1])
         _, _, cam = surreal_to_clean(spec, np.asarray(info["joints3D"], np.float64)[:, PELVIS, 0])
@@ -260,7 +283,7 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
         to_cam = np.diag([-1.0, 1.0, 1.0]) @ cam.R  # world normals -> the unmirrored camera frame
         out["normal"] = (out["normal"].astype(np.float64) @ to_cam.T).astype(np.float32) * fg[..., None]
         out["flow"] = _forward_from_backward(out["flow"].astype(np.float32), fg)
-    cam_z = (joints3d @ R.T + t)[..., 2]
+    cam_z = ((joints3d[:, 0] if P > 1 else joints3d) @ R.T + t)[..., 2]  # the first person's
     out["segm"] = out["segm"].astype(np.uint8)
     out["parts14"] = PARTS14[out["segm"]]
     out["depth"] = out["depth"].astype(np.float32)
@@ -269,6 +292,8 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
     out["flow"] = out["flow"].astype(np.float32)
     out["joints3D"] = joints3d.astype(np.float32)
     out["joints2D"] = project(K, R, t, joints3d).astype(np.float32)
+    out["visible"] = visible[:, 0] if P == 1 else visible
+    out["bbox"] = (bbox[:, 0] if P == 1 else bbox).astype(np.float32)
     out["K"] = np.repeat(K[None].astype(np.float32), T, 0)
     out["R"] = np.repeat(R[None].astype(np.float32), T, 0)
     out["t"] = np.repeat(t[None].astype(np.float32), T, 0)
@@ -285,16 +310,18 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def clip_fields(spec: dict[str, Any], qc: dict[str, Any] | None) -> dict[str, Any]:
-    """The flat fields a filter can name: the spec's scalars (camera.* as camera_*), the QC statistics, and
-    frames_with_body as a fraction of the clip's frames (frames_with_body_count is the manifest's count)."""
+    """The flat fields a filter can name: the spec's scalars (camera.* as camera_*), `people` (how many), the
+    clip's QC statistics, and frames_with_body as a fraction of the clip's frames (frames_with_body_count is the
+    manifest's count)."""
     fields: dict[str, Any] = {}
     for key, value in spec.items():
         if isinstance(value, dict):
             fields.update({f"{key}_{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
         elif not isinstance(value, (list, tuple)):
             fields[key] = value
+    fields["people"] = 1 + len(spec.get("others") or [])
     qc = qc or {}
-    fields.update({k: v for k, v in qc.items() if k != "frames_with_body"})
+    fields.update({k: v for k, v in qc.items() if k not in ("frames_with_body", "people")})
     count, frames = qc.get("frames_with_body"), qc.get("frames") or spec.get("frame_count")
     fields["frames_with_body_count"] = count
     fields["frames_with_body"] = None if count is None or not frames else count / frames

@@ -99,11 +99,11 @@ def zup_from_motion(motion_uri: str) -> np.ndarray:
     return rot_z(np.pi / 2) @ rot_x(np.pi / 2) if motion_uri.startswith("builtin:") else np.eye(3)
 
 
-def stored_pose(spec: ClipSpec, poses: np.ndarray) -> np.ndarray:
-    """The `pose` array the clip's convention stores, (T, 72): the motion's own pose in clean; in surreal the
-    Z-up MoCap pose (the root turned by zup_from_motion; unchanged for SURREAL and AMASS files)."""
-    U = zup_from_motion(spec.motion.uri)
-    if spec.convention == "clean" or np.array_equal(U, np.eye(3)):
+def stored_pose(convention: str, motion_uri: str, poses: np.ndarray) -> np.ndarray:
+    """The `pose` array a convention stores for a person, (T, 72): the motion's own pose in clean; in surreal
+    the Z-up MoCap pose (the root turned by zup_from_motion; unchanged for SURREAL and AMASS files)."""
+    U = zup_from_motion(motion_uri)
+    if convention == "clean" or np.array_equal(U, np.eye(3)):
         return np.asarray(poses, np.float32)
     from scipy.spatial.transform import Rotation
 
@@ -112,26 +112,39 @@ def stored_pose(spec: ClipSpec, poses: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def world_from_body(convention: str, motion_uri: str, zrot: float, pelvis0: np.ndarray) -> np.ndarray:
+    """(4, 4) rigid: a person's body (motion) frame -> world, turned by their yaw about their frame-0 pelvis
+    (`pelvis0`, in the body's frame), which stays where the motion puts it."""
+    pelvis0 = np.asarray(pelvis0, dtype=np.float64)
+    m = np.eye(4)
+    if convention == "clean":
+        m[:3, :3] = yaw_matrix(zrot)
+        m[:3, 3] = pelvis0 - m[:3, :3] @ pelvis0
+    else:
+        # X_world = S (Rz (U X - c0) + c0), with U the motion -> Z-up turn and c0 the Z-up frame-0 pelvis.
+        U, S, Rz = zup_from_motion(motion_uri), SURREAL_FROM_ZUP, rot_z(zrot)
+        c0 = U @ pelvis0
+        m[:3, :3] = S @ Rz @ U
+        m[:3, 3] = S @ (c0 - Rz @ c0)
+    return m
+
+
 def make_camera(spec: ClipSpec, pelvis0: np.ndarray) -> Camera:
-    """The clip's camera and body placement in its convention (see the module docstring)."""
+    """The clip's camera and first person's placement in its convention (see the module docstring)."""
     cam = spec.camera
     K = intrinsics(cam.width, cam.height, cam.focal_px)
     pelvis0 = np.asarray(pelvis0, dtype=np.float64)  # the frame-0 pelvis in the body's (motion's) frame
-    world_from_body = np.eye(4)
+    body = world_from_body(spec.convention, spec.motion.uri, spec.zrot, pelvis0)
     R = WORLD_TO_CV[spec.convention]
     if spec.convention == "clean":
-        world_from_body[:3, :3] = yaw_matrix(spec.zrot)
-        world_from_body[:3, 3] = pelvis0 - world_from_body[:3, :3] @ pelvis0
         location = pelvis0 + np.array([0.0, 0.0, cam.distance])
         pixel_centre = 0.0
     else:
-        # X_world = S (Rz (U X - c0) + c0), with U the motion -> Z-up turn and c0 the Z-up frame-0 pelvis.
-        U, S, Rz = zup_from_motion(spec.motion.uri), SURREAL_FROM_ZUP, rot_z(spec.zrot)
-        c0 = U @ pelvis0
-        world_from_body[:3, :3] = S @ Rz @ U
-        world_from_body[:3, 3] = S @ (c0 - Rz @ c0)
         # The original placed its camera about camDist - 1 m from the frame-0 pelvis (its sample: 6.69 m
         # for camDist 7.69), at pelvis height, on the +X side.
-        location = S @ c0 + np.array([cam.distance - 1.0, 0.0, 0.0])
+        pelvis_world = SURREAL_FROM_ZUP @ (
+            zup_from_motion(spec.motion.uri) @ pelvis0
+        )  # the yaw keeps it here
+        location = pelvis_world + np.array([cam.distance - 1.0, 0.0, 0.0])
         pixel_centre = 0.5
-    return Camera(K, R, -R @ location, world_from_body, cam.width, cam.height, pixel_centre)
+    return Camera(K, R, -R @ location, body, cam.width, cam.height, pixel_centre)

@@ -18,7 +18,7 @@ from farm.render.camera import Camera
 BACKGROUND_DEPTH = 1e10
 
 
-RESULT_ARRAYS = ("rgb", "alpha", "depth", "normal", "flow", "segm")
+RESULT_ARRAYS = ("rgb", "alpha", "depth", "normal", "flow", "segm", "inst")
 
 
 Progress = Callable[[int, int], None]  # (frames done, frames in the clip)
@@ -34,9 +34,22 @@ class RenderError(RuntimeError):
 
 
 @dataclass
+class BodyMesh:
+    """One person's mesh, motion, texture and placement, as plain arrays."""
+
+    vertices: np.ndarray  # (T, V, 3) float32, body coordinates
+    faces: np.ndarray  # (F, 3) int32
+    vt: np.ndarray  # (Nvt, 2) float32 UVs
+    ft: np.ndarray  # (F, 3) int32 UV index per face corner
+    face_parts: np.ndarray  # (F,) uint8 part label 1..24 (the material index + 1)
+    texture: np.ndarray  # (H, W, 3) uint8 sRGB
+    world_from_body: np.ndarray  # (4, 4) rigid: body coordinates -> world
+
+
+@dataclass
 class RenderJob:
     """Everything Blender needs for one clip, as plain arrays. Vertices are in body coordinates (before the
-    yaw); the camera carries the yaw as `world_from_body`."""
+    yaw); the camera carries the first person's yaw as `world_from_body`, each other person their own."""
 
     spec: ClipSpec
     vertices: np.ndarray  # (T, V, 3) float32
@@ -47,10 +60,24 @@ class RenderJob:
     texture: np.ndarray  # (H, W, 3) uint8 sRGB
     background: np.ndarray  # (height, width, 3) uint8 sRGB, the camera's size
     camera: Camera
+    others: list[BodyMesh] = field(default_factory=list)  # the clip's other people (spec.others), in order
 
     @property
     def frame_count(self) -> int:
         return int(self.vertices.shape[0])
+
+    def bodies(self) -> list[BodyMesh]:
+        """Every person's mesh, the first person's first; person k is instance k + 1 of the `inst` pass."""
+        first = BodyMesh(
+            self.vertices,
+            self.faces,
+            self.vt,
+            self.ft,
+            self.face_parts,
+            self.texture,
+            self.camera.world_from_body,
+        )
+        return [first, *self.others]
 
 
 @dataclass
@@ -63,6 +90,7 @@ class RenderResult:
     normal: np.ndarray  # float32 (T, H, W, 3)
     flow: np.ndarray  # float32 (T, H, W, 2)
     segm: np.ndarray  # uint8 (T, H, W)
+    inst: np.ndarray  # uint8 (T, H, W): 0 background, k + 1 where person k is the visible surface
     timings: dict[str, float] = field(default_factory=dict)  # seconds: "setup", "render", "read"
     software: dict[str, str] = field(default_factory=dict)  # e.g. {"blender": "5.0.1"}
 

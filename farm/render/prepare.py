@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from farm.core.settings import Settings
-from farm.core.spec import ClipSpec
-from farm.render.camera import make_camera
-from farm.render.job import RenderJob
+from farm.core.spec import ClipSpec, Person
+from farm.render.camera import make_camera, world_from_body
+from farm.render.job import BodyMesh, RenderJob
+from farm.render.placement import footprint, place
 
 
 def face_labels(vertex_labels: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -19,10 +20,20 @@ def face_labels(vertex_labels: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class PersonMotion:
+    poses: np.ndarray  # (T, 72) SMPL axis-angle, without the yaw
+    joints: np.ndarray  # (T, 24, 3) world metres (with the yaw and the placement)
+
+
+@dataclass
 class PreparedClip:
     job: RenderJob
     poses: np.ndarray  # (T, 72) SMPL axis-angle, without the yaw
     joints: np.ndarray  # (T, 24, 3) world metres (with the yaw)
+    others: list[PersonMotion] = field(default_factory=list)  # spec.others, in order
+
+    def people(self) -> list[PersonMotion]:
+        return [PersonMotion(self.poses, self.joints), *self.others]
 
 
 def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Settings | None = None) -> PreparedClip:
@@ -37,20 +48,61 @@ def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Settings |
 
     if frames is not None:
         spec = spec.model_copy(update={"frame_count": max(1, min(frames, spec.frame_count))})
-    poses, trans = load_clip_motion(spec)
-    model = load_body_model(spec.body_model, spec.gender, settings)
-    body = model.evaluate(poses, np.asarray(spec.shape, np.float32), trans)
-    camera = make_camera(spec, body.joints[0, 0])
-    faces = model.faces.astype(np.int32)
+
+    def body_of(person: Person) -> tuple[BodyMesh, np.ndarray, np.ndarray]:
+        """The person's mesh in body coordinates (world_from_body still to set), poses and joints (T, 24, 3)."""
+        poses, trans = load_clip_motion(spec, person)
+        model = load_body_model(spec.body_model, person.gender, settings)
+        body = model.evaluate(poses, np.asarray(person.shape, np.float32), trans)
+        faces = model.faces.astype(np.int32)
+        mesh = BodyMesh(
+            vertices=body.vertices,
+            faces=faces,
+            vt=model.vt.astype(np.float32),
+            ft=model.ft.astype(np.int32),
+            face_parts=face_labels(model.part_labels, faces),
+            texture=load_texture(person.texture, settings=settings),
+            world_from_body=np.eye(4),
+        )
+        return mesh, poses, body.joints
+
+    first, *rest = spec.people
+    mesh, poses, joints = body_of(first)
+    camera = make_camera(spec, joints[0, 0])
     job = RenderJob(
         spec=spec,
-        vertices=body.vertices,
-        faces=faces,
-        vt=model.vt.astype(np.float32),
-        ft=model.ft.astype(np.int32),
-        face_parts=face_labels(model.part_labels, faces),
-        texture=load_texture(spec.texture, settings=settings),
+        vertices=mesh.vertices,
+        faces=mesh.faces,
+        vt=mesh.vt,
+        ft=mesh.ft,
+        face_parts=mesh.face_parts,
+        texture=mesh.texture,
         background=load_background(spec.background, spec.camera.width, spec.camera.height),
         camera=camera,
     )
-    return PreparedClip(job, poses, camera.body_to_world(body.joints).astype(np.float32))
+    clip = PreparedClip(job, poses, camera.body_to_world(joints).astype(np.float32))
+    if not rest:
+        return clip
+    unplaced = []
+    for person in rest:
+        mesh, poses, joints = body_of(person)
+        mesh.world_from_body = world_from_body(spec.convention, person.motion.uri, person.zrot, joints[0, 0])
+        unplaced.append((person, mesh, poses, joints))
+    first_print = footprint(camera, camera.body_to_world(job.vertices[0]), clip.joints[0, 0])
+    shifts = place(
+        camera,
+        first_print,
+        [
+            (p, _apply(m.world_from_body, m.vertices[0]), _apply(m.world_from_body, j[0, 0]))
+            for p, m, _, j in unplaced
+        ],
+    )
+    for (_, mesh, poses, joints), shift in zip(unplaced, shifts, strict=True):
+        mesh.world_from_body[:3, 3] += shift
+        job.others.append(mesh)
+        clip.others.append(PersonMotion(poses, _apply(mesh.world_from_body, joints).astype(np.float32)))
+    return clip
+
+
+def _apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return np.asarray(points, np.float64) @ m[:3, :3].T + m[:3, 3]

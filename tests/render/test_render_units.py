@@ -76,9 +76,10 @@ def test_convert_frame_flow_sign_normals_and_compositing():
     h, w = 4, 5
     raw = {f"ViewLayer.{k}": np.zeros((h, w), np.float32) for k in (
         "Combined.R", "Combined.G", "Combined.B", "Combined.A", "Depth.Z", "Normal.X", "Normal.Y", "Normal.Z",
-        "Vector.X", "Vector.Y", "Vector.Z", "Vector.W", "Material Index.X")}  # fmt: skip
+        "Vector.X", "Vector.Y", "Vector.Z", "Vector.W", "Material Index.X", "Object Index.X")}  # fmt: skip
     raw["ViewLayer.Depth.Z"][:] = 1e10
     raw["ViewLayer.Material Index.X"][1, 2] = 7
+    raw["ViewLayer.Object Index.X"][1, 2] = 1
     raw["ViewLayer.Combined.A"][1, 2] = 1
     raw["ViewLayer.Combined.R"][1, 2] = 1
     raw["ViewLayer.Depth.Z"][1, 2] = 3.0
@@ -92,6 +93,7 @@ def test_convert_frame_flow_sign_normals_and_compositing():
     clean = Camera(K, np.diag([1.0, -1.0, -1.0]), np.zeros(3), np.eye(4), w, h)
     out = convert_frame(raw, bg, clean, "clean")
     assert out["segm"][1, 2] == 7 and out["segm"].sum() == 7
+    assert out["inst"][1, 2] == 1 and out["inst"].sum() == 1 and out["inst"].dtype == np.uint8
     assert np.allclose(out["flow"][1, 2], [2.0, -1.0])  # right 2, up 1 (image y down)
     assert np.allclose(out["normal"][1, 2], [0, 0, -1])
     assert tuple(out["rgb"][1, 2]) == (255, 0, 0) and tuple(out["rgb"][0, 0]) == (188, 188, 188)
@@ -101,9 +103,11 @@ def test_convert_frame_flow_sign_normals_and_compositing():
     # the previous frame with x flipped by the mirror, world normals, depth along the ray.
     surreal = Camera(K, WORLD_TO_CV["surreal"], np.zeros(3), np.eye(4), w, h, pixel_centre=0.5)
     raw["ViewLayer.Material Index.X"][3, 0] = 4
+    raw["ViewLayer.Object Index.X"][3, 0] = 2
     raw["ViewLayer.Depth.Z"][3, 0] = 2.0
     out = convert_frame(raw, bg, surreal, "surreal")
     assert out["segm"][1, 2] == 7 and out["segm"][3, w - 1] == 4 and out["segm"][3, 0] == 0
+    assert out["inst"][3, w - 1] == 2 and out["inst"][3, 0] == 0  # mirrored with the other passes
     assert np.allclose(out["flow"][1, 2], [-3.0, 0.5])  # x_prev - x_cur in the mirrored frame; y_cur - y_prev
     assert np.allclose(out["normal"][1, 2], [0, 0, 1])  # world frame, as Blender gives it
     u, v = (w - 1 + 0.5 - w / 2) / 600, (3 + 0.5 - h / 2) / 600

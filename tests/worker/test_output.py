@@ -44,6 +44,7 @@ def fake_result() -> RenderResult:
         normal=np.where(fg[..., None], [0.0, 0.0, -1.0], 0.0).astype(np.float32),
         flow=np.where(fg[..., None], [1.5, -0.5], 0.0).astype(np.float32),
         segm=segm,
+        inst=fg.astype(np.uint8),
         software={"blender": "test"},
     )
 

@@ -36,6 +36,7 @@ def clip_arrays(frames: int = T, visible: int | None = None) -> dict[str, np.nda
         "normal": np.where(fg[..., None], [0.0, 0.0, -1.0], 0.0).astype(np.float32),
         "flow": np.where(fg[..., None], [3.0, -4.0], 0.0).astype(np.float32),
         "segm": segm,
+        "inst": fg.astype(np.uint8),
     }
 
 
@@ -83,6 +84,7 @@ def test_a_good_clip_passes_with_its_statistics(videos):
         "body_pixels_mean": 600.0,  # 3 frames of 800 body pixels over 4
         "joints_in_image": 0.75,
         "flow_mean": 5.0,
+        "people": [{"pixels_mean": 600.0, "joints_in_image": 0.75}],
     }
     assert check(videos, convention="clean", off=1e-4).ok
 
