@@ -223,3 +223,19 @@ def s3_credentials(monkeypatch, seaweed):  # type: ignore[no-untyped-def]
     }.items():
         monkeypatch.setenv(key, value)
     return {"s3_endpoint_url": seaweed.endpoint}
+
+
+@pytest.fixture(scope="session")
+def smpl_models() -> dict[str, Any]:
+    """smplx SMPL models of the free body, per gender (the original's relations need an SMPL-compatible body)."""
+    import numpy as np
+    import smplx
+
+    from farm.assets.body import load_body_model
+
+    models = {}
+    for gender in ("female", "male"):
+        path = load_body_model("free", gender).path
+        with np.load(path, allow_pickle=False) as data:
+            models[gender] = smplx.SMPL(model_path=str(path), data_struct=smplx.utils.Struct(**dict(data)))
+    return models

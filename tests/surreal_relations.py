@@ -32,6 +32,15 @@ def load_sample() -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+# SURREACT's layout for several people: these keys gain a leading person axis; the rest are shared.
+PERSON_KEYS = ("cloth", "gender", "zrot", "pose", "shape", "joints2D", "joints3D", "visible", "bbox")
+
+
+def person(info: dict[str, Any], k: int) -> dict[str, Any]:
+    """Person k's `_info.mat` of a several-person clip, in the one-person layout the relations read."""
+    return {key: (value[k] if key in PERSON_KEYS else value) for key, value in info.items()}
+
+
 def joints3d(info: dict[str, Any]) -> np.ndarray:
     """(T, 24, 3) world metres."""
     return np.asarray(info["joints3D"], np.float64).transpose(2, 1, 0)

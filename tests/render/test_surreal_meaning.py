@@ -24,21 +24,6 @@ FRAMES = 8
 CLIP = "walk_s01_01_c0003"
 
 
-@pytest.fixture(scope="module")
-def smpl_models():
-    """smplx SMPL models of the free body, per gender (the relation needs an SMPL-compatible body)."""
-    import smplx
-
-    from farm.assets.body import load_body_model
-
-    models = {}
-    for gender in ("female", "male"):
-        path = load_body_model("free", gender).path
-        with np.load(path, allow_pickle=False) as data:
-            models[gender] = smplx.SMPL(model_path=str(path), data_struct=smplx.utils.Struct(**dict(data)))
-    return models
-
-
 def test_relations_hold_on_the_originals_sample(smpl_models):
     info = sr.load_sample()
     assert np.array_equal(np.round(sr.project(info)), sr.stored_joints2d(info))  # exact, whole pixels
