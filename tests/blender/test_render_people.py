@@ -57,8 +57,10 @@ def clip(tmp_path_factory):
     root = tmp_path_factory.mktemp("people")
     prepared = prepare_clip(two_people(), frames=FRAMES)
     job = prepared.job
+    one = prepare_clip(two_people().model_copy(update={"others": ()}), frames=FRAMES)
     renderer = BlenderProcessRenderer(RenderOptions(timeout_s=600))
     try:
+        before = write_one(root / "one-before", renderer, one)
         result = renderer.render(job)
         write_clip(
             root, job.spec, result, prepared.poses, prepared.joints, job.camera, result.software, prepared.others
@@ -72,15 +74,34 @@ def clip(tmp_path_factory):
             )  # fmt: skip
             r = renderer.render(solo)
             alone.append({"depth": np.array(r.depth), "segm": np.array(r.segm)})
+        after = write_one(root / "one-after", renderer, one)
     finally:
         renderer.close()
     folder = root / "cmu/train/run0/walk_s01_01"
     files = {"info": scipy.io.loadmat(folder / f"{CLIP}_info.mat"), "alone": alone, "folder": folder}
+    files["one"] = (before, after)
     for prefix in ("depth", "segm", "gtflow", "normal", "inst"):
         mat = scipy.io.loadmat(folder / f"{CLIP}_{prefix}.mat")
         files[prefix] = np.stack([mat[f"{prefix}_{t}"] for t in range(1, FRAMES + 1)])
         files[f"{prefix}_dtype"] = mat[f"{prefix}_1"].dtype
     return files
+
+
+def write_one(root: Path, renderer: BlenderProcessRenderer, prepared) -> dict[str, bytes]:
+    result = renderer.render(prepared.job)
+    out = write_clip(root, prepared.job.spec, result, prepared.poses, prepared.joints, prepared.job.camera)
+    return {f.name: (root / f).read_bytes() for f in out.files}
+
+
+def test_a_one_person_clip_is_unchanged_by_a_clip_of_several(clip):
+    """The same one-person clip before and after a two-person clip in the same warm Blender: the same bytes,
+    and SURREAL's files only."""
+    before, after = clip["one"]
+    assert before == after
+    assert sorted(before) == sorted(
+        f"{CLIP}{s}" for s in (".mp4", "_info.mat", "_depth.mat", "_segm.mat", "_gtflow.mat", "_normal.mat",
+                               "_thumb.jpg", "_manifest.json")
+    )  # fmt: skip
 
 
 def test_surreact_layout(clip):

@@ -87,6 +87,17 @@ def test_types_and_shapes_are_the_originals(rendered):
 
 
 @pytest.mark.blender
+def test_the_originals_keys_plus_visibility_and_boxes(rendered):
+    """A one-person clip: the original's keys, `visible` and `bbox` with their person axis, and no _inst.mat."""
+    info = rendered["info"]
+    # The sample's arrays keep the cells bg and cloth as their first strings (bg0, cloth0) and leave out source.
+    originals = {k.removesuffix("0") for k in sr.load_sample()} | {"source"}
+    assert {k for k in info if not k.startswith("__")} == originals | {"visible", "bbox"}
+    assert info["visible"].shape == (1, 24, FRAMES) and info["bbox"].shape == (1, 4, FRAMES)
+    assert "_inst.mat" not in {f["name"][len(CLIP) :] for f in rendered["manifest"]["files"]}
+
+
+@pytest.mark.blender
 def test_projection_mirror_and_world_frame(rendered):
     info = rendered["info"]
     assert np.array_equal(np.round(sr.project(info)), sr.stored_joints2d(info))
