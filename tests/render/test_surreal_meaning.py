@@ -108,10 +108,13 @@ def test_projection_mirror_and_world_frame(rendered):
     offset = sr.cam_loc(info) - j3[0, sr.PELVIS]
     assert offset[0] / np.linalg.norm(offset) > 0.99
     assert abs(np.linalg.norm(offset) - (float(info["camDist"][0, 0]) - 1)) < 0.05
-    # The frames are mirrored like the joints: left joints land on left parts of the segmentation.
-    segm = rendered["segm"]["all"]
+    # The frames are mirrored like the joints: left joints land on left parts of the segmentation, where the
+    # surface at the joint's pixel is the joint's own (depth along the ray within 0.2 m of the joint's: a joint
+    # farther behind it is hidden by another part, which may be of either side).
+    segm, depth = rendered["segm"]["all"], rendered["depth"]["all"]
     hits = {"left": [0, 0], "right": [0, 0]}  # [same side, other side]
     j2 = np.floor(sr.project(info)).astype(int)
+    distance = np.linalg.norm(j3 - sr.cam_loc(info), axis=-1)
     for t in range(FRAMES):
         for side, joints, own, other in (
             ("left", sr.LEFT_JOINTS, sr.LEFT_LABELS, sr.RIGHT_LABELS),
@@ -119,7 +122,7 @@ def test_projection_mirror_and_world_frame(rendered):
         ):
             for j in joints:
                 x, y = j2[t, j]
-                if 0 <= x < W and 0 <= y < H:
+                if 0 <= x < W and 0 <= y < H and depth[t, y, x] > distance[t, j] - 0.2:
                     hits[side][0] += int(segm[t, y, x] in own)
                     hits[side][1] += int(segm[t, y, x] in other)
     for side, (same, other) in hits.items():
