@@ -1,5 +1,6 @@
 """A contact sheet for people: a few frames of a clip, one row each, showing RGB with the 2D joints and
-skeleton, segmentation in colour, depth, optical flow (hue = direction, brightness = speed) and normals."""
+skeleton, segmentation in colour, the instances (one colour per person) with their boxes, depth, optical flow
+(hue = direction, brightness = speed) and normals."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from PIL import Image, ImageDraw
 
 from farm.core.skeleton import NUM_JOINTS, PARENTS
 
-COLUMNS = ("rgb", "zoom: rgb + joints", "segmentation", "depth", "flow (hue = direction)", "normal")
+COLUMNS = ("rgb", "zoom: rgb + joints", "segmentation", "instances + boxes", "depth", "flow (hue = direction)",
+           "normal")  # fmt: skip
+PERSON_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 90], [70, 120, 240], [240, 200, 50]], np.uint8)
 
 
 def part_colours() -> np.ndarray:
@@ -64,6 +67,17 @@ def draw_joints(rgb: np.ndarray, joints2d: np.ndarray) -> np.ndarray:
     return np.asarray(img)
 
 
+def draw_instances(inst: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """inst (H, W) -> each person in their colour, with their box (P, 4) outlined (NaN: not shown)."""
+    img = Image.fromarray(PERSON_COLOURS[np.minimum(inst, len(PERSON_COLOURS) - 1)])
+    draw = ImageDraw.Draw(img)
+    for k, box in enumerate(boxes):
+        if not np.isnan(box).any():
+            colour = tuple(int(c) for c in PERSON_COLOURS[min(k + 1, len(PERSON_COLOURS) - 1)])
+            draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=colour, width=1)
+    return np.asarray(img)
+
+
 def contact_sheet(
     rgb: np.ndarray,
     segm: np.ndarray,
@@ -73,9 +87,15 @@ def contact_sheet(
     joints2d: np.ndarray,
     frames: list[int] | None = None,
     title: str = "",
+    inst: np.ndarray | None = None,
+    bbox: np.ndarray | None = None,
 ) -> Image.Image:
-    """Arrays (T, H, W, ...) and joints2d (T, 24, 2) -> one image, a row per chosen frame."""
+    """Arrays (T, H, W, ...), joints2d (T, 24, 2) or (P, T, 24, 2), inst (T, H, W) (default: the body is person
+    1) and bbox (P, 4, T) (default: none drawn) -> one image, a row per chosen frame."""
     T, H, W = segm.shape
+    people_joints = joints2d if joints2d.ndim == 4 else joints2d[None]
+    inst = (segm > 0).astype(np.uint8) if inst is None else inst
+    bbox = np.full((len(people_joints), 4, T), np.nan) if bbox is None else bbox
     frames = frames if frames is not None else sorted({0, T // 3, 2 * T // 3, max(T - 2, 0)})
     colours = part_colours()
     flow_scale = max(float(np.abs(flow[frames]).max()), 1e-6)
@@ -97,11 +117,14 @@ def contact_sheet(
     rows = []
     for t in frames:
         fg = segm[t] > 0
-        crop_joints = (joints2d[t] - box[:2]) * [W / (box[2] - box[0]), H / (box[3] - box[1])]
+        zoomed = fit(rgb[t])
+        for person in people_joints:
+            zoomed = draw_joints(zoomed, (person[t] - box[:2]) * [W / (box[2] - box[0]), H / (box[3] - box[1])])
         tiles = [
             rgb[t],
-            draw_joints(fit(rgb[t]), crop_joints),
+            zoomed,
             fit(colours[np.minimum(segm[t], NUM_JOINTS)]),
+            fit(draw_instances(inst[t], bbox[:, :, t])),
             fit(colour_depth(depth[t], fg)),
             fit(colour_flow(flow[t], flow_scale)),
             fit(colour_normal(normal[t], fg)),
@@ -131,7 +154,9 @@ def contact_sheet_from_files(clip_dir: Path, name: str, frames: list[int] | None
 
     clip_dir = Path(clip_dir)
     info = scipy.io.loadmat(clip_dir / f"{name}_info.mat")
-    T = info["joints2D"].shape[2]
+    joints2d = info["joints2D"]
+    T = joints2d.shape[-1]
+    several = joints2d.ndim == 4  # SURREACT's layout: P x 2 x 24 x T
     segm = _stack(scipy.io.loadmat(clip_dir / f"{name}_segm.mat"), "segm", T)
     H, W = segm.shape[1:]
     return contact_sheet(
@@ -140,9 +165,11 @@ def contact_sheet_from_files(clip_dir: Path, name: str, frames: list[int] | None
         depth=_stack(scipy.io.loadmat(clip_dir / f"{name}_depth.mat"), "depth", T),
         flow=_stack(scipy.io.loadmat(clip_dir / f"{name}_gtflow.mat"), "gtflow", T),
         normal=_stack(scipy.io.loadmat(clip_dir / f"{name}_normal.mat"), "normal", T),
-        joints2d=info["joints2D"].transpose(2, 1, 0),
+        joints2d=joints2d.transpose(0, 3, 2, 1) if several else joints2d.transpose(2, 1, 0),
         frames=frames,
         title=name,
+        inst=_stack(scipy.io.loadmat(clip_dir / f"{name}_inst.mat"), "inst", T) if several else None,
+        bbox=info.get("bbox"),
     )
 
 

@@ -30,7 +30,9 @@ CLIP = "walk_s01_01_c0003"
 
 
 def walker(sequence: str, frames: int, start: int, **fields: object) -> Person:
-    motion = MotionRef(uri=f"builtin:{sequence}", pose_key="poses", trans_key="trans", rate=120, frames=frames)
+    motion = MotionRef(
+        uri=f"builtin:{sequence}", pose_key="poses", trans_key="trans", rate=120, frames=frames
+    )
     return Person(sequence=sequence, frame_start=start, motion=motion, **fields)  # type: ignore[arg-type]
 
 
@@ -63,7 +65,14 @@ def clip(tmp_path_factory):
         before = write_one(root / "one-before", renderer, one)
         result = renderer.render(job)
         write_clip(
-            root, job.spec, result, prepared.poses, prepared.joints, job.camera, result.software, prepared.others
+            root,
+            job.spec,
+            result,
+            prepared.poses,
+            prepared.joints,
+            job.camera,
+            result.software,
+            prepared.others,
         )
         alone = []
         for body in job.bodies():
