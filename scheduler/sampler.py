@@ -126,20 +126,35 @@ class SequenceRef:
         return frames_at_30fps(self.motion.frames, self.motion.rate)
 
 
+WINDOW_TRIES = 8
+
+
 def person_rand(
-    rng: np.random.Generator, partners: list[SequenceRef], frames: int, pools: AppearancePools, split: Split
+    rng: np.random.Generator,
+    partners: list[SequenceRef],
+    frames: int,
+    pools: AppearancePools,
+    split: Split,
+    taken: set[tuple[str, int]],
 ) -> Person:
     """Another person: a window of `frames` frames of one of `partners` (each at least that long; uniform over
-    them, then over the window's start), a body, a texture, a yaw and a place, all from `rng`."""
-    u_sequence, u_start, u_yaw = rng.random(3)
-    partner = partners[int(u_sequence * len(partners))]
+    them, then over the window's start, drawn again while it is a window in `taken`, the clip's people's, up to
+    WINDOW_TRIES times), a body, a texture, a yaw and a place, all from `rng`."""
+    for _ in range(WINDOW_TRIES):
+        u_sequence, u_start = rng.random(2)
+        partner = partners[int(u_sequence * len(partners))]
+        start = int(u_start * (partner.frames - frames + 1))
+        if (partner.name, start) not in taken:
+            break
+    taken.add((partner.name, start))
+    u_yaw = rng.random()
     gender, row = body_rand(rng, pools.shapes, split)
     bank = pools.shapes[gender]
     textures = pools.textures[(gender, split)]
     ground_x, ground_depth, gap = placement_rand(rng)
     return Person(
         sequence=partner.name,
-        frame_start=int(u_start * (partner.frames - frames + 1)),
+        frame_start=start,
         motion=partner.motion,
         gender=gender,
         shape=tuple(bank.rows[row].tolist()),
@@ -174,9 +189,15 @@ def sample_clip_spec(
     )
     distance, zrot = camera_rand(child_stream(seed, "camera"))
     count = people_rand(child_stream(seed, "people"), people) if people != (1, 1) else 1
+    taken = {(sequence.name, planned.frame_start)}
     others = tuple(
         person_rand(
-            child_stream(seed, f"person{k + 1}"), partners or [sequence], planned.frame_count, pools, split
+            child_stream(seed, f"person{k + 1}"),
+            partners or [sequence],
+            planned.frame_count,
+            pools,
+            split,
+            taken,
         )
         for k in range(1, count)
     )

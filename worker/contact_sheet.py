@@ -119,7 +119,9 @@ def contact_sheet(
         fg = segm[t] > 0
         zoomed = fit(rgb[t])
         for person in people_joints:
-            zoomed = draw_joints(zoomed, (person[t] - box[:2]) * [W / (box[2] - box[0]), H / (box[3] - box[1])])
+            zoomed = draw_joints(
+                zoomed, (person[t] - box[:2]) * [W / (box[2] - box[0]), H / (box[3] - box[1])]
+            )
         tiles = [
             rgb[t],
             zoomed,

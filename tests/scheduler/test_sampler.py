@@ -124,3 +124,40 @@ def test_shapes_textures_backgrounds_come_from_the_split(split):
     assert all(f"/{split}/" in s.texture and f"/{s.gender}/" in s.texture for s in specs)
     assert all(f"/{split}/" in s.background for s in specs)
     assert all(list(s.shape) == bank.rows[int(s.shape_source.split("#")[1])].tolist() for s in specs)
+
+
+def test_a_one_person_plan_draws_what_it_drew_before_people_existed():
+    planned = plan_sequence(2751, 120)[:20]
+    for p in planned:
+        one = sample_clip_spec(sequence(), p, pools(), 0, "free")
+        assert one == sample_clip_spec(sequence(), p, pools(), 0, "free", people=(1, 1))
+        assert "others" not in one.model_dump(mode="json") and not one.others
+        several = sample_clip_spec(sequence(), p, pools(), 0, "free", people=(1, 4), partners=[sequence()])
+        # the first person, the camera, the light and the background are the one-person clip's
+        assert several.model_copy(update={"others": ()}) == one
+
+
+def test_people_are_drawn_per_clip_from_the_seed_with_their_own_windows():
+    partners = [sequence(f"{i:02d}_01") for i in range(5)]
+    specs = [
+        sample_clip_spec(sequence(), p, pools(), seed, "free", people=(2, 4), partners=partners)
+        for seed in range(30)
+        for p in plan_sequence(2751, 120)[:3]
+    ]
+    counts = [len(s.people) for s in specs]
+    assert set(counts) == {2, 3, 4}
+    for s in specs:
+        assert ClipSpec.model_validate_json(s.model_dump_json()) == s  # stored and read back unchanged
+        for person in s.others:
+            assert person.sequence in {p.name for p in partners}
+            assert 0 <= person.frame_start <= 2751 // 4 - s.frame_count
+            assert (
+                -0.6 <= person.ground_x <= 0.6
+                and -1.5 <= person.ground_depth <= 3.0
+                and 0.1 <= person.gap <= 0.5
+            )
+        assert len({(p.sequence, p.frame_start) for p in s.people}) == len(s.people)  # nobody's twin
+    again = sample_clip_spec(
+        sequence(), plan_sequence(2751, 120)[0], pools(), 0, "free", people=(2, 4), partners=partners
+    )
+    assert again == specs[0]
