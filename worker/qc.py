@@ -236,8 +236,9 @@ class Gate:
                 )  # fmt: skip
             outside = visible.transpose(0, 2, 1) & ~inside_box  # (P, T, 24)
             if outside.any():
+                n = int(outside.sum())
                 self.problems.append(
-                    f"{_count(outside.sum(), 'visible joint')} lie outside their person's bbox "
+                    f"{_count(n, 'visible joint')} {'lies' if n == 1 else 'lie'} outside the person's bbox "
                     f"{_where(outside.any(axis=(0, 2)))}."
                 )
         stats["people"] = people
@@ -306,12 +307,13 @@ class Gate:
                 "inst disagree",
                 "inst and segm disagree on {n} {where} (want inst > 0 exactly where segm > 0).",
             ),
-            ("strangers", "inst names people the clip lacks on {n} {where} (it has {p})."),
+            ("strangers", "inst names a person the clip lacks on {n} {where} (it has {p})."),
         ):
             bad = self._counts(kind)
             if bad.any():
                 n = _count(bad.sum(), "pixel")
-                problems.append(sentence.format(n=n, where=_where(bad), p=_count(self.people, "person")))
+                people = f"{self.people} {'person' if self.people == 1 else 'people'}"
+                problems.append(sentence.format(n=n, where=_where(bad), p=people))
         not_positive = self._counts("not positive")
         if not_positive.any():
             problems.append(

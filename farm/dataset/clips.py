@@ -275,7 +275,7 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
         )
         for key in out:
             out[key] = np.ascontiguousarray(out[key][:, :, ::-1])
-        _, _, cam = surreal_to_clean(spec, np.asarray(info["joints3D"], np.float64)[:, PELVIS, 0])
+        _, _, cam = surreal_to_clean(spec, people3d[0, 0, PELVIS])
         fg = out["segm"] > 0
         out["depth"] = np.where(fg, out["depth"] / cam.ray_lengths, np.float32(BACKGROUND_DEPTH)).astype(
             np.float32

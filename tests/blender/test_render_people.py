@@ -228,3 +228,38 @@ def test_stored_qc_is_per_person(clip):
     assert len(people) == 2 and all(p["frames_visible"] == FRAMES for p in people)
     assert people[0]["pixels_mean"] > people[1]["pixels_mean"] > 0  # the far one is partly hidden and smaller
     assert f"{CLIP}_inst.mat" in {f["name"] for f in manifest["files"]}
+
+
+def test_farm_qc_reads_the_clip_back_alike(clip):
+    import json
+
+    from worker.qc import assess_files
+
+    quality = assess_files(Path(clip["folder"]), CLIP)
+    assert quality.ok, quality.problems
+    manifest = json.loads((Path(clip["folder"]) / f"{CLIP}_manifest.json").read_text())
+    assert quality.stats == manifest["qc"]
+
+
+def test_the_loader_and_shards_carry_people_visibility_and_boxes(clip):
+    """farm.dataset's clean items: a person axis, inst unmirrored, and boxes moved with the flip so that each
+    visible joint's clean projection still lies in its box (to within the surreal rounding of half a pixel)."""
+    from farm.cli.export import shard_samples
+    from farm.dataset.clips import load_clip, read_manifest
+
+    items = load_clip(read_manifest(Path(clip["folder"]), CLIP))
+    assert items["joints2D"].shape == (FRAMES, 2, 24, 2) and items["visible"].shape == (FRAMES, 2, 24)
+    assert items["bbox"].shape == (FRAMES, 2, 4) and items["inst"].shape == (FRAMES, H, W)
+    assert np.array_equal(items["inst"], clip["inst"][:, :, ::-1])
+    assert np.array_equal(items["visible"], clip["info"]["visible"].transpose(2, 0, 1).astype(bool))
+    j2, box, vis = items["joints2D"], items["bbox"][:, :, None, :], items["visible"]
+    inside = (j2[..., 0] >= box[..., 0] - 0.5) & (j2[..., 0] <= box[..., 2] + 0.5)
+    inside &= (j2[..., 1] >= box[..., 1] - 0.5) & (j2[..., 1] <= box[..., 3] + 0.5)
+    assert inside[vis].all()
+    for t in (0, FRAMES - 1):
+        for k in range(2):
+            ys, xs = np.nonzero(items["inst"][t] == k + 1)
+            assert tuple(items["bbox"][t, k]) == (xs.min() - 0.5, ys.min() - 0.5, xs.max() + 0.5, ys.max() + 0.5)
+    sample = next(shard_samples(items, CLIP, {}, "png"))
+    for key in ("visible", "bbox", "inst"):
+        assert np.array_equal(np.load(__import__("io").BytesIO(sample[f"{key}.npy"])), items[key][0])

@@ -305,3 +305,38 @@ def test_farm_qc_finds_the_demo_runner_leaving_the_picture(farm, farm_env, tmp_p
     assert runner["frames_with_body"] < walker["frames_with_body"]
     assert 0 < runner["frames_with_body"] < runner["frames"]
     assert runner["joints_in_image"] < walker["joints_in_image"]
+
+
+def test_instances_and_boxes_of_several_people_are_checked(videos):
+    """Two people: inst must agree with segm and name only the clip's people; visible joints lie in their box."""
+    a = clip_arrays()
+    inst = a["inst"].copy()
+    inst[:, 100:140, 160:170] *= 2  # the right half of the patch is person 2
+    j = np.stack([joints(), joints()])  # (2, T, 24, 2)
+    visible = np.zeros((2, 24, T), bool)
+    bbox = np.full((2, 4, T), np.nan, np.float32)
+    bbox[:, :, :3] = [[[0.0], [0.0], [W], [H]]]
+
+    def gate(**changes):
+        c = {"inst": inst, "visible": visible, "bbox": bbox, "segm": a["segm"], **changes}
+        return assess(
+            T, "surreal", (W, H), depth=a["depth"], segm=c["segm"], flow=a["flow"], normal=a["normal"],
+            joints2d=j, reprojected=j.astype(np.float64), video=videos / "good.mp4", people=2, inst=c["inst"],
+            visible=c["visible"], bbox=c["bbox"],
+        )  # fmt: skip
+
+    good = gate()
+    assert good.ok, good.problems
+    assert [p["pixels_mean"] for p in good.stats["people"]] == [500.0, 100.0]  # person 2: half of frame 1
+    assert [p["frames_visible"] for p in good.stats["people"]] == [3, 3]
+    stray = inst.copy()
+    stray[0, 0, 0] = 1  # a person pixel where segm shows background
+    stray[1, 100, 195] = 3  # a third person in a clip of two
+    problems = gate(inst=stray).problems
+    assert any("inst and segm disagree on 1 pixel in frame 1" in p for p in problems), problems
+    assert any(
+        "inst names a person the clip lacks on 1 pixel in frame 2 (it has 2 people)" in p for p in problems
+    )
+    outside = visible.copy()
+    outside[1, 0, 3] = True  # frame 4 shows nobody: its box is NaN
+    assert gate(visible=outside).problems == ["1 visible joint lies outside the person's bbox in frame 4."]
