@@ -259,7 +259,12 @@ def test_the_loader_and_shards_carry_people_visibility_and_boxes(clip):
     for t in (0, FRAMES - 1):
         for k in range(2):
             ys, xs = np.nonzero(items["inst"][t] == k + 1)
-            assert tuple(items["bbox"][t, k]) == (xs.min() - 0.5, ys.min() - 0.5, xs.max() + 0.5, ys.max() + 0.5)
+            assert tuple(items["bbox"][t, k]) == (
+                xs.min() - 0.5,
+                ys.min() - 0.5,
+                xs.max() + 0.5,
+                ys.max() + 0.5,
+            )
     sample = next(shard_samples(items, CLIP, {}, "png"))
     for key in ("visible", "bbox", "inst"):
         assert np.array_equal(np.load(__import__("io").BytesIO(sample[f"{key}.npy"])), items[key][0])
