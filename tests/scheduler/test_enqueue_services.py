@@ -112,3 +112,31 @@ def test_status_counts_states_frames_failures_and_throughput(farm, cluster):
     assert status["throughput"]["frames"] == 400 and status["eta_seconds"] > 0
     human = farm("status")
     assert human.code == 0 and "400 of 6,536,752 frames done" in human.out and "Blender crashed" in human.out
+
+
+def test_people_per_clip_are_drawn_stored_and_one_person_plans_unchanged(farm, cluster):
+    """--people 2-4 on PostgreSQL: every clip holds 2..4 people with windows of the catalog's train sequences;
+    the first person of each is the clip a one-person plan draws."""
+    redis, queue, pg_url = cluster
+    args = ("--sequences", "01_01", "--runs", "0", "--json")
+    several = farm("enqueue", *args, "--people", "2-4")
+    assert several.code == 0, several.err
+    assert json.loads(several.out)["new_clips"] == 13
+    with create_engine(pg_url).connect() as conn:
+        specs = [row[0] for row in conn.execute(text("SELECT spec FROM clips ORDER BY clip_index"))]
+        conn.execute(text("DELETE FROM clip_events"))
+        conn.execute(text("DELETE FROM clips"))
+        conn.commit()
+    assert {1 + len(s["others"]) for s in specs} <= {2, 3, 4} and len({len(s["others"]) for s in specs}) > 1
+    for s in specs:
+        for other in s["others"]:
+            assert other["motion"]["pose_key"] == f"pose_{other['sequence']}"
+    assert json.loads(farm("enqueue", *args).out)["new_clips"] == 13
+    with create_engine(pg_url).connect() as conn:
+        alone = [row[0] for row in conn.execute(text("SELECT spec FROM clips ORDER BY clip_index"))]
+    assert all("others" not in s for s in alone)
+    assert [{k: v for k, v in s.items() if k != "others"} for s in specs] == alone
+
+    for bad in ("0", "5", "3-2", "two"):
+        result = farm("enqueue", *args, "--people", bad)
+        assert result.code == 2 and "--people" in result.err and "1 <= A <= B <= 4" in result.err, result.err
