@@ -39,7 +39,7 @@ from farm.core.files import atomic_write
 from farm.core.seeding import keyed_rng
 from farm.core.skeleton import NUM_JOINTS, PARENTS
 
-FREE_BODY_VERSION = 2
+FREE_BODY_VERSION = 3  # 3: a component's sign no longer depends on the CPU
 GENDERS = ("female", "male", "neutral")
 SAMPLES_PER_GENDER = 600
 TRAIN_FRACTION = 0.8  # the first 80% of each shape bank is train, the rest test (as SURREAL's CAESAR banks)
@@ -356,8 +356,12 @@ def principal_shapes(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     order = np.argsort(evals)[::-1]
     evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
     comps = (xc.T @ evecs[:, :NUM_BETAS]) / np.sqrt(evals[:NUM_BETAS])  # (3V,10) unit vectors
-    # A stable sign: each component's largest entry is positive.
-    signs = np.sign(comps[np.argmax(np.abs(comps), axis=0), np.arange(NUM_BETAS)])
+    # A stable sign: each component leans positive on a fixed ramp over the coordinates. ("Its largest entry
+    # is positive" was not stable: a symmetric body's largest entries tie exactly, left against right, and the
+    # machine's arithmetic picked which one, flipping a component between CPUs. The ramp's dot product with
+    # every component is at least 0.17 for these bodies, far above rounding.)
+    ramp = np.linspace(-1.0, 1.0, len(comps)) + 0.5
+    signs = np.sign(ramp @ comps)
     comps = comps * signs
     std = np.sqrt(evals[:NUM_BETAS] / (n - 1))
     shapedirs = (comps * std).reshape(-1, 3, NUM_BETAS)
