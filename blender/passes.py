@@ -59,7 +59,7 @@ def convert_frame(
     depth = _channel(raw, "Depth", "Z").astype(np.float32, copy=True)  # Blender 5: planar z
     if surreal:  # the original's Z pass: along the ray
         depth = np.where(fg, depth * camera.ray_lengths, np.float32(BACKGROUND_DEPTH)).astype(np.float32)
-    elif eevee:  # Cycles writes exactly 1e10 on background; EEVEE has its own far value
+    elif eevee:  # Cycles writes exactly 1e10 on background; EEVEE its clip distance
         depth[~fg] = BACKGROUND_DEPTH
 
     world_normal = [_channel(raw, "Normal", c) for c in "XYZ"]
@@ -72,6 +72,9 @@ def convert_frame(
             for j in range(3):
                 if camera.R[i, j] != 0.0:
                     normal[..., i] += np.float32(camera.R[i, j]) * world_normal[j]
+    if eevee:  # EEVEE's normals are half floats a little short of unit length: give them Cycles' length
+        length = np.sqrt((normal * normal).sum(axis=-1))
+        normal[fg] /= np.maximum(length[fg, None], 1e-6)
     normal[~fg] = 0.0
 
     # Blender's Vector pass: (X, Y) = previous - current, (Z, W) = current - next, pixels, y up.

@@ -135,35 +135,51 @@ class SceneRenderer:
             c.use_auto_tile = False
             vl.use_pass_material_index = True
             vl.use_pass_object_index = True  # the instance: each body's pass index is its person's number
-            self._setup_cycles_device(o.device)
+            self.device = self._setup_cycles_device(o.device)
         else:
-            r.engine = "BLENDER_EEVEE"
+            try:
+                r.engine = "BLENDER_EEVEE"
+            except TypeError:  # Blender 4.2 to 4.4 named it BLENDER_EEVEE_NEXT
+                r.engine = "BLENDER_EEVEE_NEXT"  # type: ignore[assignment]  # run-time enum
             eevee = s.eevee
             assert eevee is not None
             eevee.taa_render_samples = o.samples
+            # Samples jitter within the film filter's radius: a tiny one keeps every sample at the pixel
+            # centre (like Cycles' filter_width below), so labels, depth and alpha stay unblended.
+            r.filter_size = 0.01
+            self.device = "EEVEE renders with the machine's OpenGL (on a GPU, or Mesa's llvmpipe on the CPU)"
             for name in ("segm", "inst"):
                 aov = vl.aovs.add()
                 aov.name = name
                 aov.type = "VALUE"
 
-    def _setup_cycles_device(self, device: str) -> None:
+    def _setup_cycles_device(self, device: str) -> str:
+        """Point Cycles at `device`; returns which device it renders on, in words."""
         c = self.scene.cycles
         assert c is not None
-        if device == "cpu":
-            c.device = "CPU"
-            return
         preferences = bpy.context.preferences
         assert preferences is not None
         # CyclesPreferences is defined in Python by the add-on; the stubs know only the AddonPreferences base.
         prefs: Any = preferences.addons["cycles"].preferences
+        if device == "cpu":
+            c.device = "CPU"
+            cpus = ", ".join(d.name for d in prefs.get_devices_for_type("CPU")) or "the CPU"
+            threads = self.scene.render.threads if self.options.threads else os.cpu_count()
+            return f"Cycles renders on the CPU ({cpus}, {threads} threads)"
         prefs.compute_device_type = device.upper()
         prefs.get_devices()
         gpus = [d for d in prefs.devices if d.type == device.upper()]
         if not gpus:
-            raise RenderError(f"no {device.upper()} device is visible to Blender; set FARM_DEVICE=cpu")
+            raise RenderError(
+                f"Blender sees no {device.upper()} device on this machine (found only: "
+                f"{', '.join(d.name for d in prefs.devices) or 'none'}), so it cannot render with "
+                f"--device {device}; use --device cpu (FARM_DEVICE=cpu) or start the worker where an NVIDIA GPU "
+                "and its driver are"
+            )
         for d in prefs.devices:
             d.use = d in gpus
         c.device = "GPU"
+        return f"Cycles renders on {device.upper()}: {', '.join(d.name for d in gpus)}"
 
     def _build_slot(self, k: int) -> _Slot:
         """Person k's node group (emission = texture colour x SH irradiance of the camera-frame normal) and
@@ -498,6 +514,7 @@ class SceneRenderer:
                 "engine": self.options.engine,
                 "device": self.options.device,
             },
+            guarantees=self.options.guarantees,
         )
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 Imports bpy once and renders clip after clip for farm.render.client.BlenderProcessRenderer, which owns the other end
 of the socket FD. Messages are pickled tuples between our own processes, each tagged with the id of the job
-(one request) it belongs to: in ("init", job, RenderOptions), ("render", job, (RenderJob, out_dir or None)),
+(one request) it belongs to: in ("init", job, RenderOptions) (answered with the
+device it renders on, in words), ("render", job, (RenderJob, out_dir or None)),
 ("quit", job, None); out ("ok", job, result), ("progress", job, (done, total)), ("error", job, message), with
 the id of the request being answered. The parent discards a reply tagged with any other id, so a late reply
 to a job it gave up on can never complete the next one (it also kills a child that did not answer in time).
@@ -35,7 +36,7 @@ def serve(conn: Connection) -> None:
                 from blender.scene import SceneRenderer  # the one bpy import of this process
 
                 scene = SceneRenderer(payload)
-                conn.send(("ok", job_id, None))
+                conn.send(("ok", job_id, scene.device))  # which device it renders on, in words
             elif kind == "render":
                 if scene is None:
                     raise RuntimeError("render before init")

@@ -1,6 +1,6 @@
 """A rigid stand-in clip for renderer tests: one cube per SMPL part, moving as one rigid body.
 
-Its motion is known in closed form, so flow, depth and pixel centres can be checked exactly.
+Its motion is known in closed form, so flow, depth and pixel centres can be checked exactly (`check_standin`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 
 from farm.core.spec import CameraSpec, ClipSpec, MotionRef
 from farm.render.camera import make_camera
-from farm.render.job import RenderJob
+from farm.render.job import BACKGROUND_DEPTH, RenderJob, RenderResult
 
 W, H = 320, 240
 
@@ -67,3 +67,50 @@ def standin_job(frames: int = 4, convention: str = "clean") -> RenderJob:
         background=np.full((H, W, 3), 90, np.uint8),
         camera=make_camera(spec, pelvis0),
     )
+
+
+def check_standin(res: RenderResult, job: RenderJob, flow_atol: float, flow_rtol: float = 0.0) -> None:
+    """Every foreground pixel of a render of `standin_job` unprojects onto its part's cube, in either
+    convention's own terms, and its flow is the closed-form motion within flow_atol + flow_rtol * |flow|."""
+    surreal = job.spec.convention == "surreal"
+    T = job.frame_count
+    cam = job.camera
+    assert cam.mirrored == surreal
+    inv = np.linalg.inv
+    o = cam.pixel_centre
+    for t in range(T):
+        fg = res.segm[t] > 0
+        assert fg.sum() > 500
+        assert np.array_equal(fg, res.alpha[t] > 0.5) and np.array_equal(fg, res.depth[t] < BACKGROUND_DEPTH)
+        v, u = np.nonzero(fg)
+        depth = res.depth[t][fg].astype(np.float64)
+        rays = np.stack(
+            [(u + o - cam.K[0, 2]) / cam.K[0, 0], (v + o - cam.K[1, 2]) / cam.K[1, 1], np.ones(len(u))], -1
+        )
+        z = depth / np.linalg.norm(rays, axis=1) if surreal else depth
+        x_cam = rays * z[:, None]
+        world = (x_cam - cam.t) @ cam.R  # R is orthogonal, a reflection in the surreal convention
+        body = (world - cam.world_from_body[:3, 3]) @ cam.world_from_body[:3, :3]
+        rest = (body - rigid_pose(t)[:3, 3]) @ rigid_pose(t)[:3, :3]
+        # The point lies on its part's cube: depth means what it says and pixel centres agree with K.
+        local = rest - JOINTS[res.segm[t][fg] - 1]
+        assert np.percentile(np.abs(np.abs(local).max(1) - HALF), 99) < 1e-4
+        pixel = np.stack([u, v], -1) + o
+        if surreal and t > 0:  # where that surface point was one frame earlier, projected
+            prv = cam.world_from_body @ rigid_pose(t - 1) @ inv(rigid_pose(t)) @ inv(cam.world_from_body)
+            moved = cam.project(world @ prv[:3, :3].T + prv[:3, 3]) - pixel  # previous - current
+            expected = np.stack([moved[:, 0], -moved[:, 1]], -1)  # x_prev - x_cur, y_cur - y_prev
+        elif not surreal and t < T - 1:  # where it is one frame later: the forward flow
+            nxt = cam.world_from_body @ rigid_pose(t + 1) @ inv(rigid_pose(t)) @ inv(cam.world_from_body)
+            expected = cam.project(world @ nxt[:3, :3].T + nxt[:3, 3]) - pixel
+        else:  # no predecessor (surreal's first frame) or successor (clean's last): 0 by convention
+            expected = np.zeros((len(u), 2))
+        assert (np.abs(expected - res.flow[t][fg]) < flow_atol + flow_rtol * np.abs(expected)).all()
+        assert not res.flow[t][~fg].any()
+        n = res.normal[t][fg].astype(np.float64)
+        assert np.allclose(np.linalg.norm(n, axis=1), 1, atol=1e-3)
+        # mostly towards the camera (smooth cube normals lean at edges)
+        towards = np.einsum("ij,ij->i", n, rays @ cam.R) if surreal else n[:, 2]
+        assert towards.mean() < -0.3
+    # Every part is seen; SURREAL's camera sees the stand-in from its side, where a few cubes hide others.
+    assert np.unique(res.segm).size >= (20 if surreal else 25)

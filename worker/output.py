@@ -295,6 +295,7 @@ class ClipWriter:
                 "qc": quality.stats,  # the quality gate's statistics (worker/qc.py)
                 "spec": spec.model_dump(mode="json"),
                 "software": software_versions(software),
+                "guarantees": result.guarantees,  # what the engine's passes promise (farm.render.job.GUARANTEES)
                 "files": [
                     {"name": f, "sha256": sha256_file(tmp / f), "size": (tmp / f).stat().st_size}
                     for f in data_files

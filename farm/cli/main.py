@@ -15,7 +15,7 @@ from farm import __version__
 from farm.cli import assets, dashboard, export, outputs, render_clip, slurm
 from farm.cli.console import err, progress_bar
 from farm.core.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, FarmError
-from farm.core.settings import Device, get_settings, with_convention
+from farm.core.settings import Device, Settings, get_settings, with_convention
 from farm.core.spec import Convention, Split
 
 # The help's groups, in the order an operator meets them.
@@ -326,6 +326,7 @@ def worker(
     check_broker(celery_app)
     ready_engine(settings.database_url)
     open_storage(settings, settings.upload_retry_s).check()
+    err.print(f"farm worker: {_render_device(settings)}", highlight=False, soft_wrap=True)
     celery_app.worker_main(
         [
             "worker",
@@ -338,6 +339,21 @@ def worker(
             *ctx.args,  # Celery's own options, after ours so that they win
         ]
     )  # fmt: skip
+
+
+def _render_device(settings: Settings) -> str:
+    """Start Blender once as the worker's processes will, and say which device it renders on: a device it
+    cannot use (--device cuda on a machine without a GPU) stops the worker before it takes a clip."""
+    from farm.render.client import BlenderProcessRenderer
+    from farm.render.job import RenderError, RenderOptions
+
+    try:
+        with BlenderProcessRenderer(RenderOptions.from_settings(settings)) as blender:
+            blender.start()
+            return blender.device or f"{settings.engine} on {settings.device}"
+    except RenderError as exc:
+        reason = str(exc).removeprefix("RenderError: ").splitlines()[0]
+        raise FarmError(f"the worker cannot start: {reason}") from None
 
 
 @app.command(rich_help_panel=RUN)

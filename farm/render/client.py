@@ -73,6 +73,7 @@ class BlenderProcessRenderer:
         self._log: Any = None
         self._sender: threading.Thread | None = None  # the request being written, while it is
         self.restarts = 0  # processes started, for tests and metrics
+        self.device: str | None = None  # which device the child renders on, in words, once started
 
     @property
     def pid(self) -> int | None:
@@ -101,7 +102,7 @@ class BlenderProcessRenderer:
         self._conn = Connection(parent.detach())
         self.restarts += 1
         with self._interruption_ends_the_child():
-            self._call("init", self.options)
+            self.device = self._call("init", self.options)
 
     @contextlib.contextmanager
     def _interruption_ends_the_child(self) -> Iterator[None]:

@@ -20,6 +20,41 @@ BACKGROUND_DEPTH = 1e10
 
 RESULT_ARRAYS = ("rgb", "alpha", "depth", "normal", "flow", "segm", "inst")
 
+# How close EEVEE's passes come to Cycles' (measured by tests/blender/test_render_eevee.py, which holds them
+# to these bounds). EEVEE keeps normals and the Vector pass in half floats, and where two faces tie at a pixel
+# centre (coplanar or touching parts, a silhouette) it may pick the other one.
+EEVEE_BOUNDS = {
+    "segm_differs": 0.005,  # at most this fraction of the body's pixels has another label than Cycles'
+    "depth_m": 1e-3,  # depth within this many metres of Cycles' ...
+    "depth_within": 0.995,  # ... on at least this fraction of the body's pixels
+    "flow_px": 0.05,  # flow within flow_px + flow_relative * |flow| of Cycles'
+    "flow_relative": 2e-3,
+    "normal": 1e-3,  # normals (unit length) within this of Cycles' direction: 1 - cosine
+}
+
+# What each engine's passes promise; the clip's manifest carries its engine's (`guarantees`).
+_FOREGROUND = "segm > 0, alpha > 0.5 and depth < 1e10 hold at exactly the same pixels"
+GUARANTEES: dict[str, dict[str, str]] = {
+    "cycles": {
+        "foreground": _FOREGROUND,
+        "segm": "exact: the part seen at each pixel's centre",
+        "depth": "exact (float32): the surface seen at each pixel's centre",
+        "normal": "exact (float32 unit vectors)",
+        "flow": "exact (float32): the motion of the surface point seen at each pixel's centre",
+    },
+    "eevee": {
+        "foreground": _FOREGROUND,
+        "segm": f"the part seen at each pixel's centre; where two faces tie there it may pick the other: at "
+        f"most {EEVEE_BOUNDS['segm_differs']:.1%} of body pixels differ from Cycles'",
+        "depth": f"float32; within {EEVEE_BOUNDS['depth_m'] * 1e3:g} mm of Cycles' on at least "
+        f"{EEVEE_BOUNDS['depth_within']:.1%} of body pixels",
+        "normal": f"float32 unit vectors from half floats: 1 - cosine with Cycles' within "
+        f"{EEVEE_BOUNDS['normal']:g}",
+        "flow": f"half-float precision: within {EEVEE_BOUNDS['flow_px']:g} px + "
+        f"{EEVEE_BOUNDS['flow_relative']:.1%} of its length of Cycles'",
+    },
+}
+
 
 Progress = Callable[[int, int], None]  # (frames done, frames in the clip)
 
@@ -93,6 +128,7 @@ class RenderResult:
     inst: np.ndarray  # uint8 (T, H, W): 0 background, k + 1 where person k is the visible surface
     timings: dict[str, float] = field(default_factory=dict)  # seconds: "setup", "render", "read"
     software: dict[str, str] = field(default_factory=dict)  # e.g. {"blender": "5.0.1"}
+    guarantees: dict[str, str] = field(default_factory=dict)  # GUARANTEES[engine]: what the passes promise
 
 
 @dataclass(frozen=True)
@@ -103,6 +139,11 @@ class RenderOptions:
     threads: int = 0  # 0: all cores
     memory_limit_mb: int = 4096  # a warm process whose RSS passes this is recycled after its clip
     timeout_s: float = 1800.0  # one clip
+
+    @property
+    def guarantees(self) -> dict[str, str]:
+        """What this engine's passes promise (GUARANTEES)."""
+        return dict(GUARANTEES[self.engine])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RenderOptions:

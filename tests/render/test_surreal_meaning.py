@@ -47,9 +47,15 @@ def test_relations_hold_on_the_originals_sample(smpl_models):
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
     """A default `farm render-clip` of a built-in walking clip, read back from its files."""
-    root = tmp_path_factory.mktemp("surreal")
+    return render_default_clip(tmp_path_factory.mktemp("surreal"))
+
+
+def render_default_clip(root: Path, **settings: str) -> dict[str, dict[str, np.ndarray]]:
+    """`farm render-clip` of the built-in walking clip with the default settings but `settings` (FARM_*
+    variables, e.g. FARM_ENGINE="eevee"), read back from its files."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
     env["FARM_DATABASE_URL"] = f"sqlite:///{root / 'farm.db'}"
+    env.update(settings)
     farm = [str(Path(sys.executable).parent / "farm")]
     subprocess.run(
         [*farm, "catalog", "import", "builtin"], env=env, cwd=root, check=True, capture_output=True
