@@ -91,3 +91,17 @@ def test_manifest_states_what_eevee_guarantees(walk):
     assert manifest["software"]["engine"] == "eevee"
     assert manifest["guarantees"] == GUARANTEES["eevee"] == result.guarantees
     assert set(GUARANTEES["eevee"]) == set(GUARANTEES["cycles"])
+
+
+def test_two_people_instances_on_eevee(renderer):
+    """EEVEE's instance AOV: person k's pixels hold k exactly where segm > 0, and agree with Cycles' within the
+    segmentation's bound."""
+    from test_render_people import two_people
+
+    job = prepare_clip(two_people(), frames=2).job
+    eevee = renderer.render(job)
+    with BlenderProcessRenderer(RenderOptions(timeout_s=300)) as blender:
+        cycles = blender.render(job)
+    assert np.array_equal(eevee.inst > 0, eevee.segm > 0) and set(np.unique(eevee.inst)) == {0, 1, 2}
+    body = (eevee.inst > 0) | (cycles.inst > 0)
+    assert (eevee.inst != cycles.inst)[body].mean() <= EEVEE_BOUNDS["segm_differs"]

@@ -7,19 +7,19 @@ from __future__ import annotations
 import pytest
 from test_surreal_meaning import (
     render_default_clip,
-    smpl_models,
     test_default_render_is_in_the_surreal_convention,
     test_flow_is_the_raw_speed_pass_towards_the_previous_frame,
     test_normals_are_world_frame_and_face_the_camera,
     test_pose_and_zrot_give_joints3d_through_rotate_body,
     test_projection_mirror_and_world_frame,
+    test_the_originals_keys_plus_visibility_and_boxes,
     test_types_and_shapes_are_the_originals,
 )
 
-# Run here on EEVEE's `rendered` (smpl_models is their fixture).
+# Run here on EEVEE's `rendered` (smpl_models is a shared fixture of tests/conftest.py).
 SURREAL_TESTS = (
-    smpl_models,
     test_default_render_is_in_the_surreal_convention,
+    test_the_originals_keys_plus_visibility_and_boxes,
     test_types_and_shapes_are_the_originals,
     test_projection_mirror_and_world_frame,
     test_pose_and_zrot_give_joints3d_through_rotate_body,
