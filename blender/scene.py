@@ -33,6 +33,8 @@ from farm.render.job import (
     RenderJob,
     RenderOptions,
     RenderResult,
+    open_result_files,
+    result_shapes,
     scratch_dir,
 )
 from farm.render.lighting import sh_weights
@@ -398,10 +400,15 @@ class SceneRenderer:
         progress: Progress | None = None,
         out_dir: str | Path | None = None,
         read: bool = True,
+        frames: tuple[int, int] = (0, 1),
     ) -> RenderResult:
-        """Render every frame; with `out_dir` the arrays are .npy files there (memory-mapped).
+        """Render the clip's frames; with `out_dir` the arrays are the .npy files there (farm.render.job.
+        create_result_files made them; memory-mapped), else new arrays.
 
-        `read=False` only renders (the benchmark's bare Blender rate): the arrays stay zero.
+        `frames` = (offset, step) renders only frames offset, offset + step, ... (0-based), for a renderer that
+        shares a clip among processes; the others stay zero. Every frame still sees its true neighbours in the
+        point cache, so each comes out as in a render of the whole clip. `read=False` only renders (the
+        benchmark's bare Blender rate): the arrays stay zero.
         """
         t0 = time.perf_counter()
         T = job.frame_count
@@ -423,7 +430,9 @@ class SceneRenderer:
             assert body is not None
             cast(bpy.types.MeshCacheModifier, body.modifiers["motion"]).filepath = str(cache)
         s = self.scene
-        s.frame_start, s.frame_end = 1, T
+        offset, step = frames
+        s.frame_start, s.frame_end, s.frame_step = 1 + offset, T, step
+        mine = list(range(1 + offset, T + 1, step))  # scene frames
         s.render.fps = job.spec.fps
         s.render.filepath = str(clipdir / "f_####")
 
@@ -431,22 +440,11 @@ class SceneRenderer:
         eevee = self.options.engine == "eevee"
         convention = job.spec.convention
         H, W = cam.height, cam.width
-        shapes = {
-            "rgb": ((T, H, W, 3), np.uint8),
-            "alpha": ((T, H, W), np.float32),
-            "depth": ((T, H, W), np.float32),
-            "normal": ((T, H, W, 3), np.float32),
-            "flow": ((T, H, W, 2), np.float32),
-            "segm": ((T, H, W), np.uint8),
-            "inst": ((T, H, W), np.uint8),
-        }
+        arrays: dict[str, np.ndarray]
         if out_dir is None:
-            arrays = {k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
+            arrays = {k: np.zeros(shape, dtype) for k, (shape, dtype) in result_shapes(T, H, W).items()}
         else:  # straight into files the caller maps: no copy through the socket
-            arrays = {
-                k: np.lib.format.open_memmap(Path(out_dir) / f"{k}.npy", "w+", dtype, shape)
-                for k, (shape, dtype) in shapes.items()
-            }
+            arrays = dict(open_result_files(Path(out_dir), T, H, W))
         done: list[int] = []
         errors: list[BaseException] = []
         read_s = 0.0
@@ -473,7 +471,7 @@ class SceneRenderer:
                     errors.append(e)
                 read_s += time.perf_counter() - t
                 if progress:
-                    progress(len(done), T)
+                    progress(len(done), len(mine))
 
         def on_write(scene: bpy.types.Scene, *_args: object) -> None:
             if read:
@@ -496,8 +494,8 @@ class SceneRenderer:
         t_read = time.perf_counter()
         if errors:
             raise RenderError(f"reading Blender's passes failed: {errors[0]!r}") from errors[0]
-        if sorted(done) != list(range(1, T + 1)):
-            raise RenderError(f"Blender rendered {len(done)} of {T} frames")
+        if sorted(done) != mine:
+            raise RenderError(f"Blender rendered {len(done)} of {len(mine)} frames")
         for a in arrays.values():
             if isinstance(a, np.memmap):
                 a.flush()

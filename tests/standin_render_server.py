@@ -16,12 +16,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import numpy as np
-
-from farm.render.job import RenderResult
-
-PASSES = {"rgb": (np.uint8, 3), "alpha": (np.float32, 0), "depth": (np.float32, 0)}
-PASSES |= {"normal": (np.float32, 3), "flow": (np.float32, 2), "segm": (np.uint8, 0), "inst": (np.uint8, 0)}
+from farm.render.job import RenderResult, open_result_files
 
 
 def answer(clip: str) -> RenderResult:
@@ -38,17 +33,12 @@ def serve(conn: Connection, state: Path, late_s: float) -> None:
         if kind == "init":
             conn.send(("ok", job_id, None))
             continue
-        job, out_dir = payload
+        job, out_dir, (offset, step), _read = payload
         earlier = noted.read_text().split() if noted.exists() else []
         with noted.open("a") as f:
             f.write(f"{job_id} {job.spec.name}\n")
         T, H, W = job.frame_count, job.camera.height, job.camera.width
-        arrays = {
-            name: np.lib.format.open_memmap(
-                Path(out_dir) / f"{name}.npy", "w+", dtype, (T, H, W, depth) if depth else (T, H, W)
-            )
-            for name, (dtype, depth) in PASSES.items()
-        }
+        arrays = open_result_files(Path(out_dir), T, H, W)  # the parent made them
         for old_id, old_name in zip(earlier[::2], earlier[1::2], strict=True):
             conn.send(("progress", old_id, (T, T)))
             conn.send(("ok", old_id, answer(old_name)))
@@ -57,10 +47,11 @@ def serve(conn: Connection, state: Path, late_s: float) -> None:
         if job.spec.name.startswith("bad"):
             conn.send(("error", job_id, f"ValueError: {job.spec.name} is a bad job"))
             continue
-        for t in range(T):
+        mine = range(offset, T, step)
+        for done, t in enumerate(mine, start=1):
             arrays["segm"][t] = job.spec.clip_index + 1
             arrays["segm"].flush()
-            conn.send(("progress", job_id, (t + 1, T)))
+            conn.send(("progress", job_id, (done, len(mine))))
         conn.send(("ok", job_id, answer(job.spec.name)))
 
 

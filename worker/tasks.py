@@ -22,15 +22,13 @@ def worker_context() -> WorkerContext:
     global _context
     if _context is None:
         from farm.core.storage import open_storage
-        from farm.render.client import BlenderProcessRenderer
+        from farm.render.client import ParallelRenderer
         from farm.render.job import RenderOptions
         from worker.output import blender_files_producer
 
         settings = get_settings()
         name = f"{os.environ.get('FARM_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
-        produce = blender_files_producer(
-            BlenderProcessRenderer(RenderOptions.from_settings(settings)), settings
-        )
+        produce = blender_files_producer(ParallelRenderer(RenderOptions.from_settings(settings)), settings)
         storage = open_storage(settings, settings.upload_retry_s)
         _context = WorkerContext(settings, name, produce, storage, settings.device)
     return _context

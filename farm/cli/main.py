@@ -344,11 +344,11 @@ def worker(
 def _render_device(settings: Settings) -> str:
     """Start Blender once as the worker's processes will, and say which device it renders on: a device it
     cannot use (--device cuda on a machine without a GPU) stops the worker before it takes a clip."""
-    from farm.render.client import BlenderProcessRenderer
+    from farm.render.client import ParallelRenderer
     from farm.render.job import RenderError, RenderOptions
 
     try:
-        with BlenderProcessRenderer(RenderOptions.from_settings(settings)) as blender:
+        with ParallelRenderer(RenderOptions.from_settings(settings)) as blender:
             blender.start()
             return blender.device or f"{settings.engine} on {settings.device}"
     except RenderError as exc:

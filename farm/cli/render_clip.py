@@ -77,23 +77,25 @@ def render_clip(
     """Render one clip (or its first N frames) to a local folder, with a progress bar."""
     from farm.cli.console import err, progress_bar
     from farm.core.settings import get_settings, with_convention
-    from farm.render.client import BlenderProcessRenderer
-    from farm.render.job import RenderError, RenderOptions
+    from farm.render.client import ParallelRenderer
+    from farm.render.job import RenderError, RenderOptions, render_processes
     from worker.output import render_clip_files
 
     settings = with_convention(get_settings(), convention)
     options = RenderOptions.from_settings(settings)
+    chosen_device, chosen_engine = device or options.device, engine or options.engine
     options = RenderOptions(
-        engine=engine or options.engine,
-        device=device or options.device,
+        engine=chosen_engine,
+        device=chosen_device,
         samples=options.samples,
         memory_limit_mb=options.memory_limit_mb,
+        processes=render_processes(chosen_device, chosen_engine, settings.render_processes),
     )
     spec, source = resolve_spec(settings, sequence, run, clip)
     if convention is not None:  # also over a stored spec: the option says how to write this copy
         spec = spec.model_copy(update={"convention": convention})
     err.print(f"{spec.name}: spec {'from the database' if source == 'database' else 'planned now'}")
-    with progress_bar() as bar, BlenderProcessRenderer(options) as renderer:
+    with progress_bar() as bar, ParallelRenderer(options) as renderer:
         task = bar.add_task("body and assets", total=None)
 
         def show(done: int, total: int) -> None:

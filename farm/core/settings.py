@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     # What the files' values mean: SURREAL's own (what existing SURREAL tools assume) or the clean one.
     convention: Convention = "surreal"
     render_memory_limit_mb: int = Field(default=4096, ge=256)  # a warm Blender process is recycled above this
+    render_processes: int = Field(default=0, ge=0)  # Blender processes per clip; 0: one per core on the CPU
 
     # The dashboard's basic auth, "user:password" (as Flower's); required to listen beyond this host.
     dashboard_auth: SecretStr | None = None

@@ -29,8 +29,20 @@ from farm.render.job import (
     RenderJob,
     RenderOptions,
     RenderResult,
+    create_result_files,
     scratch_dir,
 )
+
+
+@contextlib.contextmanager
+def pass_files(job: RenderJob) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """A scratch folder holding the clip's zeroed pass files for Blender to fill, and read-only maps of them
+    (which stay readable after the folder is removed)."""
+    T, H, W = job.frame_count, job.camera.height, job.camera.width
+    scratch = scratch_dir(T * H * W * 33)  # 33 bytes of passes per pixel
+    with tempfile.TemporaryDirectory(prefix="surreal-passes-", dir=scratch) as out_dir:
+        create_result_files(Path(out_dir), T, H, W)
+        yield out_dir, {k: np.load(Path(out_dir) / f"{k}.npy", mmap_mode="r") for k in RESULT_ARRAYS}
 
 
 def _rss_mb(pid: int) -> float:
@@ -205,31 +217,38 @@ class BlenderProcessRenderer:
     ) -> RenderResult:
         """Render a clip. `sink` sees each frame as soon as it is decoded (the arrays are files the child
         writes and this process maps), so output can be written while Blender renders."""
-        self.start()
-        T, H, W = job.frame_count, job.camera.height, job.camera.width
-        scratch = scratch_dir(T * H * W * 32)  # 32 bytes of passes per pixel
-        with (
-            tempfile.TemporaryDirectory(prefix="surreal-passes-", dir=scratch) as out_dir,
-            self._interruption_ends_the_child(),  # inside: the child is gone before its folder is removed
-        ):
-            mapped: dict[str, np.ndarray] = {}
+        with pass_files(job) as (out_dir, mapped):
 
             def on_progress(done: int, total: int) -> None:
                 if progress:
                     progress(done, total)
                 if sink:
-                    if not mapped:
-                        mapped.update(
-                            {k: np.load(Path(out_dir) / f"{k}.npy", mmap_mode="r") for k in RESULT_ARRAYS}
-                        )
                     sink(mapped, done)
 
-            result: RenderResult = self._call("render", (job, out_dir), on_progress)
-            # Map the .npy files the child wrote; they stay readable after the folder is removed.
-            arrays = {k: np.load(Path(out_dir) / f"{k}.npy", mmap_mode="r") for k in RESULT_ARRAYS}
+            with (
+                self._interruption_ends_the_child()
+            ):  # inside: the child is gone before its folder is removed
+                result = self.render_frames(job, out_dir, (0, 1), on_progress)
+        self.recycle_if_large()
+        return dataclasses.replace(result, **mapped)  # type: ignore[arg-type]  # the array fields
+
+    def render_frames(
+        self,
+        job: RenderJob,
+        out_dir: str,
+        frames: tuple[int, int],
+        progress: Progress | None,
+        read: bool = True,
+    ) -> RenderResult:
+        """Render the clip's frames `frames` = (offset, step) into the pass files in `out_dir` (pass_files);
+        the result comes without its arrays. The caller ends the child if this is interrupted."""
+        self.start()
+        result: RenderResult = self._call("render", (job, out_dir, frames, read), progress)
+        return result
+
+    def recycle_if_large(self) -> None:
         if self.rss_mb() > self.options.memory_limit_mb:
             self._stop()  # recycled; the next clip starts a fresh process
-        return dataclasses.replace(result, **arrays)
 
     def _stop(self) -> None:
         """Ask a healthy child to quit (waiting a little), then forget it."""
@@ -265,6 +284,130 @@ class BlenderProcessRenderer:
         self._stop()
 
     def __enter__(self) -> BlenderProcessRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def cpu_shares(processes: int) -> list[tuple[int, ...]]:
+    """The CPUs this process may use, cut into `processes` contiguous shares (one per Blender process)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    n = max(1, min(processes, len(cpus)))
+    return [tuple(cpus[k * len(cpus) // n : (k + 1) * len(cpus) // n]) for k in range(n)]
+
+
+class ParallelRenderer:
+    """Renders each clip with several warm Blender processes at once: process k of n takes frames k, k + n,
+    k + 2n, ... Each is pinned to its own share of the CPUs with as many threads, so their thread pools do
+    not spin against each other. Blender spends most of a frame in serial work (scene update, BVH build,
+    writing the passes), so on the CPU this scales where more threads do not. Every frame still sees its
+    true neighbours in the point cache: the files are byte-identical to one process's.
+
+    The frames reach `sink` in order, as soon as every frame before them is done. If one process fails or
+    the call is interrupted, the others are ended too, and the error is the first process's.
+    """
+
+    def __init__(self, options: RenderOptions | None = None, command: Sequence[str] = SERVER_COMMAND) -> None:
+        self.options = options or RenderOptions()
+        shares = cpu_shares(self.options.processes) if self.options.processes > 1 else [()]
+        self.children = [
+            BlenderProcessRenderer(
+                dataclasses.replace(self.options, cpus=cpus, threads=len(cpus) or self.options.threads),
+                command,
+            )
+            for cpus in shares
+        ]
+
+    @property
+    def device(self) -> str | None:
+        device = self.children[0].device
+        n = len(self.children)
+        return (
+            device
+            if device is None or n == 1
+            else f"{device}, in {n} Blender processes of one CPU share each"
+        )
+
+    @property
+    def restarts(self) -> int:
+        return sum(c.restarts for c in self.children)
+
+    def start(self) -> None:
+        for child in self.children:
+            child.start()
+
+    def rss_mb(self) -> float:
+        return sum(c.rss_mb() for c in self.children)
+
+    def render(
+        self,
+        job: RenderJob,
+        progress: Progress | None = None,
+        sink: FrameSink | None = None,
+        read: bool = True,
+    ) -> RenderResult:
+        """As BlenderProcessRenderer.render. `read=False` only renders (the benchmark's bare rate)."""
+        n, T = len(self.children), job.frame_count
+        counts = [0] * n
+        lock = threading.Lock()
+        reported = 0
+        results: list[RenderResult | None] = [None] * n
+        failures: list[BaseException] = []
+
+        with pass_files(job) as (out_dir, mapped):
+
+            def on_progress(k: int, done: int) -> None:
+                nonlocal reported
+                with lock:  # one caller at a time: the sink writes files in order
+                    counts[k] = done
+                    prefix = min(T, *(j + n * counts[j] for j in range(n)))
+                    if prefix > reported:
+                        reported = prefix
+                        if progress:
+                            progress(prefix, T)
+                        if sink:
+                            sink(mapped, prefix)
+
+            def run(k: int) -> None:
+                child = self.children[k]
+                try:
+                    with child._interruption_ends_the_child():
+                        results[k] = child.render_frames(
+                            job, out_dir, (k, n), lambda done, _total: on_progress(k, done), read
+                        )
+                except BaseException as exc:
+                    failures.append(exc)
+                    for other in self.children:  # the clip is lost: stop the others now
+                        if other is not child:
+                            other._kill()
+
+            threads = [threading.Thread(target=run, args=(k,), name=f"blender-{k}") for k in range(n)]
+            try:
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            except BaseException:
+                for child in self.children:
+                    child._kill()
+                for t in threads:
+                    t.join()
+                raise
+            if failures:
+                raise failures[0]
+        for child in self.children:
+            child.recycle_if_large()
+        first = results[0]
+        assert first is not None
+        timings = {k: max(r.timings.get(k, 0.0) for r in results if r) for k in first.timings}
+        return dataclasses.replace(first, timings=timings, **mapped)  # type: ignore[arg-type]  # the arrays
+
+    def close(self) -> None:
+        for child in self.children:
+            child.close()
+
+    def __enter__(self) -> ParallelRenderer:
         return self
 
     def __exit__(self, *exc: object) -> None:

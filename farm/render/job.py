@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
@@ -54,6 +55,36 @@ GUARANTEES: dict[str, dict[str, str]] = {
         f"{EEVEE_BOUNDS['flow_relative']:.1%} of its length of Cycles'",
     },
 }
+
+
+def result_shapes(T: int, H: int, W: int) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Each pass array of a RenderResult: (shape, dtype)."""
+    return {
+        "rgb": ((T, H, W, 3), np.uint8),
+        "alpha": ((T, H, W), np.float32),
+        "depth": ((T, H, W), np.float32),
+        "normal": ((T, H, W, 3), np.float32),
+        "flow": ((T, H, W, 2), np.float32),
+        "segm": ((T, H, W), np.uint8),
+        "inst": ((T, H, W), np.uint8),
+    }
+
+
+def create_result_files(folder: Path, T: int, H: int, W: int) -> None:
+    """The pass arrays as zeroed .npy files in `folder`, for Blender processes to fill (each its own frames)."""
+    for name, (shape, dtype) in result_shapes(T, H, W).items():
+        np.lib.format.open_memmap(folder / f"{name}.npy", "w+", dtype, shape).flush()
+
+
+def open_result_files(folder: Path, T: int, H: int, W: int) -> dict[str, np.memmap]:
+    """The files create_result_files made, mapped for writing."""
+    arrays = {}
+    for name, (shape, dtype) in result_shapes(T, H, W).items():
+        a = np.load(folder / f"{name}.npy", mmap_mode="r+")
+        if a.shape != shape or a.dtype != dtype:
+            raise RenderError(f"{folder / name}.npy holds {a.dtype} {a.shape}, not {np.dtype(dtype)} {shape}")
+        arrays[name] = a
+    return arrays
 
 
 Progress = Callable[[int, int], None]  # (frames done, frames in the clip)
@@ -139,6 +170,8 @@ class RenderOptions:
     threads: int = 0  # 0: all cores
     memory_limit_mb: int = 4096  # a warm process whose RSS passes this is recycled after its clip
     timeout_s: float = 1800.0  # one clip
+    processes: int = 1  # Blender processes sharing each clip's frames (farm.render.client.ParallelRenderer)
+    cpus: tuple[int, ...] = ()  # the CPUs one process is pinned to (set by ParallelRenderer; () = not pinned)
 
     @property
     def guarantees(self) -> dict[str, str]:
@@ -155,7 +188,25 @@ class RenderOptions:
             # Below Celery's soft limit (90% of the clip's time limit, farm.core.celery_app), so a hung Blender is
             # stopped here, with its reason and log, before Celery interrupts the task from outside.
             timeout_s=0.8 * getattr(settings, "clip_time_limit_s", cls.timeout_s / 0.8),
+            processes=render_processes(
+                settings.device, settings.engine, getattr(settings, "render_processes", 0)
+            ),
         )
+
+
+MAX_AUTO_PROCESSES = 8
+
+
+def render_processes(device: str, engine: str = "cycles", setting: int = 0) -> int:
+    """How many Blender processes share a clip: `setting` if set, else for Cycles on the CPU one per CPU core
+    this process may use (at most MAX_AUTO_PROCESSES), else one (a GPU; EEVEE, which renders with OpenGL).
+    Blender spends most of a CPU frame in serial work (scene update, BVH build, writing the passes), so there
+    processes scale where threads do not."""
+    if setting > 0:
+        return setting
+    if device != "cpu" or engine != "cycles":
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_PROCESSES))
 
 
 class Renderer(Protocol):

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -19,8 +20,8 @@ from standin_job import standin_job
 
 from farm.core.celery_app import celery_for
 from farm.core.settings import Settings
-from farm.render.client import BlenderProcessRenderer
-from farm.render.job import RenderError, RenderJob, RenderOptions
+from farm.render.client import BlenderProcessRenderer, ParallelRenderer, cpu_shares
+from farm.render.job import RenderError, RenderJob, RenderOptions, render_processes
 
 TIMEOUT_S = 4.0
 FRAMES = 3
@@ -173,3 +174,44 @@ def test_a_stopped_blender_is_killed_and_the_next_clip_renders_its_own_frames():
         assert renderer.restarts == 2 and renderer.pid != stopped
         assert result.segm.shape[0] == 3
         assert (np.asarray(result.segm) > 0).sum(axis=(1, 2)).min() > 500 and result.segm.max() == 24
+
+
+# ---- ParallelRenderer: several children share a clip ----
+
+
+@pytest.fixture
+def standin_pool(tmp_path):
+    command = [sys.executable, "-m", "tests.standin_render_server", str(tmp_path), "0"]
+    pool = ParallelRenderer(RenderOptions(timeout_s=4.0, processes=3), command=command)
+    yield pool
+    pool.close()
+
+
+def test_frames_reach_the_sink_in_order(standin_pool):
+    clip = job(4)
+    seen: list[int] = []
+    threads: set[str] = set()
+
+    def sink(arrays: dict[str, np.ndarray], done: int) -> None:
+        threads.add(threading.current_thread().name)
+        assert (arrays["segm"][:done] == 5).all()  # every frame before `done` is there
+        seen.append(done)
+
+    result = standin_pool.render(clip, sink=sink)
+    assert seen == sorted(set(seen)) and seen[-1] == clip.frame_count
+    assert (result.segm == 5).all()
+
+
+def test_a_failing_job_fails_the_clip(standin_pool):
+    with pytest.raises(RenderError, match="bad job"):
+        standin_pool.render(job(1, name="bad_c0001"))
+    assert (standin_pool.render(job(2)).segm == 3).all()  # and the pool renders the next
+
+
+def test_the_farm_shares_cpu_clips_among_processes_one_per_core():
+    cores = len(os.sched_getaffinity(0))
+    assert render_processes("cpu", "cycles") == min(cores, 8)
+    assert render_processes("cuda", "cycles") == render_processes("cpu", "eevee") == 1
+    assert render_processes("cpu", "cycles", 3) == 3
+    shares = cpu_shares(cores)
+    assert sorted(c for share in shares for c in share) == sorted(os.sched_getaffinity(0))
