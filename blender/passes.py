@@ -54,8 +54,11 @@ def convert_frame(
     rgb = linear_to_srgb8(linear)
 
     segm = np.rint(_channel(raw, "segm" if eevee else "Material Index", "X")).astype(np.uint8)
-    inst = np.rint(_channel(raw, "inst" if eevee else "Object Index", "X")).astype(np.uint8)
     fg = segm > 0
+    if eevee or "ViewLayer.Object Index.X" in raw:
+        inst = np.rint(_channel(raw, "inst" if eevee else "Object Index", "X")).astype(np.uint8)
+    else:  # a one-person Cycles render: the body is the one instance
+        inst = fg.astype(np.uint8)
     depth = _channel(raw, "Depth", "Z").astype(np.float32, copy=True)  # Blender 5: planar z
     if surreal:  # the original's Z pass: along the ray
         depth = np.where(fg, depth * camera.ray_lengths, np.float32(BACKGROUND_DEPTH)).astype(np.float32)

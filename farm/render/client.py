@@ -291,9 +291,12 @@ class BlenderProcessRenderer:
 
 
 def cpu_shares(processes: int) -> list[tuple[int, ...]]:
-    """The CPUs this process may use, cut into `processes` contiguous shares (one per Blender process)."""
+    """The CPUs this process may use, cut into `processes` contiguous shares (one per Blender process); with
+    more processes than CPUs, each gets one CPU, in turn."""
     cpus = sorted(os.sched_getaffinity(0))
-    n = max(1, min(processes, len(cpus)))
+    n = max(1, processes)
+    if n >= len(cpus):
+        return [(cpus[k % len(cpus)],) for k in range(n)]
     return [tuple(cpus[k * len(cpus) // n : (k + 1) * len(cpus) // n]) for k in range(n)]
 
 
