@@ -165,8 +165,8 @@ class SceneRenderer:
         if device == "cpu":
             c.device = "CPU"
             cpus = ", ".join(d.name for d in prefs.get_devices_for_type("CPU")) or "the CPU"
-            threads = self.scene.render.threads if self.options.threads else os.cpu_count()
-            return f"Cycles renders on the CPU ({cpus}, {threads} threads)"
+            threads = self.scene.render.threads if self.options.threads else len(os.sched_getaffinity(0))
+            return f"Cycles renders on the CPU ({cpus}, {threads} thread{'' if threads == 1 else 's'})"
         prefs.compute_device_type = device.upper()
         prefs.get_devices()
         gpus = [d for d in prefs.devices if d.type == device.upper()]
@@ -513,6 +513,7 @@ class SceneRenderer:
                 "blender": bpy.app.version_string,
                 "engine": self.options.engine,
                 "device": self.options.device,
+                "device_used": self.device,  # in words: which CPU or GPUs Cycles renders on
             },
             guarantees=self.options.guarantees,
         )
