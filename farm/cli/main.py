@@ -316,6 +316,8 @@ def worker(
         os.environ["FARM_DEVICE"] = device
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if concurrency > 1:  # clips in parallel already: one Blender process per clip, unpinned (unless set)
+        os.environ.setdefault("FARM_RENDER_PROCESSES", "1")
     get_settings.cache_clear()
     settings = get_settings()
     import worker.tasks  # noqa: F401  (registers render_clip with the app)
