@@ -55,9 +55,10 @@ def convert_frame(
 
     segm = np.rint(_channel(raw, "segm" if eevee else "Material Index", "X")).astype(np.uint8)
     fg = segm > 0
-    if eevee or "ViewLayer.Object Index.X" in raw:
-        inst = np.rint(_channel(raw, "inst" if eevee else "Object Index", "X")).astype(np.uint8)
-    else:  # a one-person Cycles render: the body is the one instance
+    inst_pass = "inst" if eevee else "Object Index"
+    if f"ViewLayer.{inst_pass}.X" in raw:
+        inst = np.rint(_channel(raw, inst_pass, "X")).astype(np.uint8)
+    else:  # a one-person Cycles render skips the pass: the body is the one instance
         inst = fg.astype(np.uint8)
     depth = _channel(raw, "Depth", "Z").astype(np.float32, copy=True)  # Blender 5: planar z
     if surreal:  # the original's Z pass: along the ray

@@ -63,9 +63,8 @@ class _Slot:
     AOVs write the part label and the person's instance, and the body object (None until a clip has it)."""
 
     texture_node: bpy.types.ShaderNodeTexImage
-    sh_nodes: tuple[
-        bpy.types.Node, bpy.types.Node, bpy.types.Node, bpy.types.Node
-    ]  # linear, square, cross, const
+    # The SH weights' nodes: linear, square, cross, const.
+    sh_nodes: tuple[bpy.types.Node, bpy.types.Node, bpy.types.Node, bpy.types.Node]
     materials: list[bpy.types.Material]
     body: bpy.types.Object | None = None
     mesh_key: str | None = None

@@ -9,7 +9,8 @@ render, read)),
 the id of the request being answered. The parent discards a reply tagged with any other id, so a late reply
 to a job it gave up on can never complete the next one (it also kills a child that did not answer in time).
 With an out_dir the result's arrays travel as .npy files there (the parent made them, farm.render.job.
-create_result_files, and maps them) rather than through the socket. Blender's own chatter goes to stdout/stderr, which the parent sends to a log file.
+create_result_files, and maps them) rather than through the socket. Blender's own chatter goes to
+stdout/stderr, which the parent sends to a log file.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ def serve(conn: Connection) -> None:
             return
         try:
             if kind == "init":
-                if (
-                    payload.cpus
-                ):  # before bpy starts its thread pool, which sizes itself to the CPUs it may use
+                # Before bpy starts its thread pool, which sizes itself to the CPUs it may use.
+                if payload.cpus:
                     os.sched_setaffinity(0, set(payload.cpus))
                 from blender.scene import SceneRenderer  # the one bpy import of this process
 

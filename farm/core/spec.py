@@ -142,16 +142,9 @@ class ClipSpec(Frozen):
 
     @property
     def people(self) -> tuple[Person, ...]:
-        """Every person of the clip, the first one (the top-level fields) first."""
+        """Every person of the clip, the first one (the top-level fields, placed where the camera says) first."""
         first = Person(
-            sequence=self.sequence,
-            frame_start=self.frame_start,
-            motion=self.motion,
-            gender=self.gender,
-            shape=self.shape,
-            shape_source=self.shape_source,
-            texture=self.texture,
-            zrot=self.zrot,
+            **{name: getattr(self, name) for name in Person.model_fields if name in ClipSpec.model_fields}
         )
         return (first, *self.others)
 

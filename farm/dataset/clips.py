@@ -185,20 +185,22 @@ def surreal_to_clean(spec: ClipSpec, pelvis0_world: np.ndarray) -> tuple[np.ndar
     return A, p0 - A @ np.asarray(pelvis0_world, np.float64), make_camera(spec, p0)
 
 
-def clean_camera(ref: ClipRef, joints3d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(K, R, t, joints3D in the clean world) of the clip; joints3d (T, 24, 3) as stored."""
+def clean_camera(ref: ClipRef, people3d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(K, R, t, joints3D in the clean world) of the clip; people3d (P, T, 24, 3) as stored, the first person's
+    frame-0 pelvis placing the camera; the joints come back (P, T, 24, 3)."""
     spec = ref.spec
+    pelvis0 = people3d[0, 0, PELVIS]
     if ref.convention == "clean":
-        cam = make_camera(spec, joints3d[0, PELVIS])
-        return cam.K, cam.R, cam.t, joints3d
-    A, b, cam = surreal_to_clean(spec, joints3d[0, PELVIS])
+        cam = make_camera(spec, pelvis0)
+        return cam.K, cam.R, cam.t, people3d
+    A, b, cam = surreal_to_clean(spec, pelvis0)
     flip = np.diag([-1.0, 1.0, 1.0])  # the mirrored camera frame -> the unmirrored one
     R = flip @ cam.R @ A.T
     location = A @ cam.location + b
     K = cam.K.copy()
     K[0, 2] = cam.width - 1 + cam.pixel_centre - K[0, 2]  # unflipped column c is centred at c + pixel_centre
     K[1, 2] -= cam.pixel_centre
-    return K, R, -R @ location, joints3d @ A.T + b
+    return K, R, -R @ location, np.stack([joints3d @ A.T + b for joints3d in people3d])  # person by person
 
 
 def project(K: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -262,12 +264,8 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
         out["inst"] = (out["segm"] > 0).astype(np.uint8)
     if with_rgb:
         out["rgb"] = _decode_rgb(ref.folder / f"{ref.name}.mp4", T, W, H)
-    K, R, t, joints3d = clean_camera(ref, people3d[0])
-    if P > 1:  # the same change of world for everyone
-        A, b = np.eye(3), np.zeros(3)
-        if ref.convention == "surreal":
-            A, b, _ = surreal_to_clean(spec, people3d[0, 0, PELVIS])
-        joints3d = (people3d @ A.T + b).transpose(1, 0, 2, 3)  # (T, P, 24, 3)
+    K, R, t, clean3d = clean_camera(ref, people3d)
+    joints3d = clean3d[0] if P == 1 else clean3d.transpose(1, 0, 2, 3)  # (T, 24, 3) or (T, P, 24, 3)
     if ref.convention == "surreal":
         # pixel c of the surreal frame spans [c, c + 1]; flipped, it is column W - 1 - c, spanning +-0.5
         bbox = np.stack(

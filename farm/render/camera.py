@@ -52,8 +52,7 @@ class Camera:
         return bool(np.linalg.det(self.R) < 0)
 
     def body_to_world(self, points: np.ndarray) -> np.ndarray:
-        m = self.world_from_body
-        return points @ m[:3, :3].T + m[:3, 3]
+        return apply_rigid(self.world_from_body, points)
 
     def to_camera(self, points: np.ndarray) -> np.ndarray:
         return points @ self.R.T + self.t
@@ -69,6 +68,11 @@ class Camera:
         u = (np.arange(self.width) + self.pixel_centre - self.K[0, 2]) / self.K[0, 0]
         v = (np.arange(self.height) + self.pixel_centre - self.K[1, 2]) / self.K[1, 1]
         return np.sqrt(1.0 + u[None, :] ** 2 + v[:, None] ** 2).astype(np.float32)
+
+
+def apply_rigid(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (..., 3) through the rigid (4, 4) transform `m`."""
+    return points @ m[:3, :3].T + m[:3, 3]
 
 
 def yaw_matrix(angle: float) -> np.ndarray:

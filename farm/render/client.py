@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from farm.render.job import (
-    RESULT_ARRAYS,
     FrameSink,
     Progress,
     RenderError,
@@ -30,6 +29,7 @@ from farm.render.job import (
     RenderOptions,
     RenderResult,
     create_result_files,
+    open_result_files,
     scratch_dir,
 )
 
@@ -42,7 +42,7 @@ def pass_files(job: RenderJob) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     scratch = scratch_dir(T * H * W * 33)  # 33 bytes of passes per pixel
     with tempfile.TemporaryDirectory(prefix="surreal-passes-", dir=scratch) as out_dir:
         create_result_files(Path(out_dir), T, H, W)
-        yield out_dir, {k: np.load(Path(out_dir) / f"{k}.npy", mmap_mode="r") for k in RESULT_ARRAYS}
+        yield out_dir, dict(open_result_files(Path(out_dir), T, H, W, "r"))
 
 
 def _rss_mb(pid: int) -> float:
@@ -225,9 +225,8 @@ class BlenderProcessRenderer:
                 if sink:
                     sink(mapped, done)
 
-            with (
-                self._interruption_ends_the_child()
-            ):  # inside: the child is gone before its folder is removed
+            # Inside the folder's context: the child is gone before its folder is removed.
+            with self._interruption_ends_the_child():
                 result = self.render_frames(job, out_dir, (0, 1), on_progress)
         self.recycle_if_large()
         return dataclasses.replace(result, **mapped)  # type: ignore[arg-type]  # the array fields

@@ -76,11 +76,14 @@ def create_result_files(folder: Path, T: int, H: int, W: int) -> None:
         np.lib.format.open_memmap(folder / f"{name}.npy", "w+", dtype, shape).flush()
 
 
-def open_result_files(folder: Path, T: int, H: int, W: int) -> dict[str, np.memmap]:
-    """The files create_result_files made, mapped for writing."""
+def open_result_files(
+    folder: Path, T: int, H: int, W: int, mode: Literal["r", "r+"] = "r+"
+) -> dict[str, np.memmap]:
+    """The files create_result_files made, mapped for writing (Blender) or reading ("r": the maps stay readable
+    after the folder is removed)."""
     arrays = {}
     for name, (shape, dtype) in result_shapes(T, H, W).items():
-        a = np.load(folder / f"{name}.npy", mmap_mode="r+")
+        a = np.load(folder / f"{name}.npy", mmap_mode=mode)
         if a.shape != shape or a.dtype != dtype:
             raise RenderError(f"{folder / name}.npy holds {a.dtype} {a.shape}, not {np.dtype(dtype)} {shape}")
         arrays[name] = a

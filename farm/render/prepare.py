@@ -8,7 +8,7 @@ import numpy as np
 
 from farm.core.settings import Settings
 from farm.core.spec import ClipSpec, Person
-from farm.render.camera import make_camera, world_from_body
+from farm.render.camera import apply_rigid, make_camera, world_from_body
 from farm.render.job import BodyMesh, RenderJob
 from farm.render.placement import footprint, place
 
@@ -93,16 +93,12 @@ def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Settings |
         camera,
         first_print,
         [
-            (p, _apply(m.world_from_body, m.vertices[0]), _apply(m.world_from_body, j[0, 0]))
+            (p, apply_rigid(m.world_from_body, m.vertices[0]), apply_rigid(m.world_from_body, j[0, 0]))
             for p, m, _, j in unplaced
         ],
     )
     for (_, mesh, poses, joints), shift in zip(unplaced, shifts, strict=True):
         mesh.world_from_body[:3, 3] += shift
         job.others.append(mesh)
-        clip.others.append(PersonMotion(poses, _apply(mesh.world_from_body, joints).astype(np.float32)))
+        clip.others.append(PersonMotion(poses, apply_rigid(mesh.world_from_body, joints).astype(np.float32)))
     return clip
-
-
-def _apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return np.asarray(points, np.float64) @ m[:3, :3].T + m[:3, 3]
