@@ -194,22 +194,24 @@ def insert_new_clips(session: Session, rows: list[dict[str, Any]]) -> list[int]:
 
 class Partners:
     """The sequences another person's window may come from: the clip's catalog and split, in a stable order,
-    those holding the clip's frame count (listed once per catalog, split and count)."""
+    those holding the clip's frame count (read once per catalog and split, filtered once per count)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.sequences: dict[tuple[int, str], list[SequenceRef]] = {}
         self.lists: dict[tuple[int, str, int], list[SequenceRef]] = {}
 
     def holding(self, catalog_id: int, catalog: str, split: str, frames: int) -> list[SequenceRef]:
-        key = (catalog_id, split, frames)
-        if key not in self.lists:
+        if (catalog_id, split) not in self.sequences:
             rows = self.session.scalars(
                 select(Sequence)
                 .where(Sequence.catalog_id == catalog_id, Sequence.split == split)
                 .order_by(Sequence.name)
             )
-            refs = [sequence_ref(catalog, s) for s in rows]
-            self.lists[key] = [r for r in refs if r.frames >= frames]
+            self.sequences[catalog_id, split] = [sequence_ref(catalog, s) for s in rows]
+        key = (catalog_id, split, frames)
+        if key not in self.lists:
+            self.lists[key] = [r for r in self.sequences[catalog_id, split] if r.frames >= frames]
         return self.lists[key]
 
 

@@ -186,11 +186,8 @@ def software_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 PASS_FILES = (("depth", "depth", np.float32), ("segm", "segm", np.uint8), ("gtflow", "flow", np.float32),
               ("normal", "normal", np.float32))  # fmt: skip
-INST_FILE = (
-    "inst",
-    "inst",
-    np.uint8,
-)  # clips of several people only: a one-person clip's files are SURREAL's
+# Clips of several people only: a one-person clip's files are SURREAL's.
+INST_FILE = ("inst", "inst", np.uint8)
 
 
 class ClipWriter:

@@ -196,6 +196,11 @@ class Gate:
             self.flow_sum += float(np.hypot(moving[:, 0], moving[:, 1]).sum(dtype=np.float64))
             self.flow_pixels += len(moving)
 
+    def _in_image(self, joints2d: np.ndarray) -> np.ndarray:
+        """(..., 2) pixel coordinates -> (...) whether they lie in [0, W) x [0, H)."""
+        x, y = joints2d[..., 0], joints2d[..., 1]
+        return (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
+
     def _check_people(
         self,
         joints2d: np.ndarray | None,
@@ -217,8 +222,7 @@ class Gate:
                 self.problems.append(f"{name} has shape {'x'.join(map(str, a.shape))}, want {P}x{want[1]}xT.")
                 shapes_ok = False
         if joints2d is not None:
-            x, y = joints2d[..., 0], joints2d[..., 1]
-            inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
+            inside = self._in_image(joints2d)
             for k in range(P):
                 people[k]["joints_in_image"] = round(float(inside[k].mean()), 4) if inside[k].size else 0.0
         if visible is not None and shapes_ok:
@@ -334,7 +338,7 @@ class Gate:
                 stats["flow_mean"] = round(self.flow_sum / self.flow_pixels, 4) if self.flow_pixels else 0.0
         j, r = joints.get("joints2D"), joints.get("joints3D")
         if j is not None:
-            inside = (j[..., 0] >= 0) & (j[..., 0] < width) & (j[..., 1] >= 0) & (j[..., 1] < height)
+            inside = self._in_image(j)
             stats["joints_in_image"] = round(float(inside.mean()), 4) if inside.size else 0.0
             if r is not None and self.convention is not None and len(r) == len(j):
                 tolerance = REPROJECTION_TOLERANCE_PX[self.convention]
