@@ -85,6 +85,8 @@ class BlenderProcessRenderer:
         self._log: Any = None
         self._sender: threading.Thread | None = None  # the request being written, while it is
         self.restarts = 0  # processes started, for tests and metrics
+        # _kill may come from another thread (ParallelRenderer ends the others when one process fails).
+        self._kill_lock = threading.RLock()
         self.device: str | None = None  # which device the child renders on, in words, once started
 
     @property
@@ -129,12 +131,15 @@ class BlenderProcessRenderer:
             raise
 
     def _log_tail(self, lines: int = 15) -> str:
-        if self._log is None:
+        log_file = self._log  # another thread may end the child (and close its log) meanwhile
+        if log_file is None:
             return ""
-        self._log.seek(0, os.SEEK_END)
-        size = self._log.tell()
-        self._log.seek(max(0, size - 8192))
-        text = self._log.read().decode(errors="replace")
+        try:
+            log_file.seek(0, os.SEEK_END)
+            log_file.seek(max(0, log_file.tell() - 8192))
+            text = log_file.read().decode(errors="replace")
+        except ValueError:  # closed under us
+            return ""
         return "\n".join(line for line in text.splitlines()[-lines:] if not line.startswith("Fra:"))
 
     def _died(self, what: str, kill: bool = False) -> RenderError:
@@ -162,12 +167,15 @@ class BlenderProcessRenderer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timed_out()
+            conn, proc = self._conn, self._proc  # None once another thread ended the child
             try:
-                if not self._conn.poll(min(remaining, 1.0)):
-                    if self._proc.poll() is not None:
+                if conn is None or proc is None:
+                    raise EOFError
+                if not conn.poll(min(remaining, 1.0)):
+                    if proc.poll() is not None:
                         raise self._died("died while rendering")
                     continue
-                message = self._conn.recv()
+                message = conn.recv()
             except (EOFError, OSError, pickle.UnpicklingError):
                 raise self._died("died while rendering") from None
             if not (isinstance(message, tuple) and len(message) == 3):
@@ -260,7 +268,12 @@ class BlenderProcessRenderer:
         self._kill()
 
     def _kill(self) -> None:
-        """End the child now (SIGKILL ends a stopped process too), reap it and forget it."""
+        """End the child now (SIGKILL ends a stopped process too), reap it and forget it. Safe from any
+        thread, and to repeat."""
+        with self._kill_lock:
+            self._end_child()
+
+    def _end_child(self) -> None:
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.kill()

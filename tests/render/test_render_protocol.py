@@ -187,6 +187,7 @@ def standin_pool(tmp_path):
     pool.close()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # no thread dies
 def test_frames_reach_the_sink_in_order(standin_pool):
     clip = job(4)
     seen: list[int] = []
@@ -202,6 +203,7 @@ def test_frames_reach_the_sink_in_order(standin_pool):
     assert (result.segm == 5).all()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # no thread dies
 def test_a_failing_job_fails_the_clip(standin_pool):
     with pytest.raises(RenderError, match="bad job"):
         standin_pool.render(job(1, name="bad_c0001"))
