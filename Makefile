@@ -8,7 +8,8 @@ BIN = $(VENV)/bin
 setup: system-deps $(VENV)/.installed
 
 # Debian packages the tests use: headless Chromium (the dashboard test), docker-compose (the compose file
-# checks), faketime with gcc and libc6-dev (a worker whose clock is off; the test compiles a small fix for
+# checks), docker.io and mmdebstrap (the cluster test runs a Docker engine of its own and makes its base images
+# from Debian's packages), faketime with gcc and libc6-dev (a worker whose clock is off; the test compiles a small fix for
 # faketime's sleeps), socat (the SeaweedFS container's S3-only forwarder), prometheus (promtool and the server,
 # for the monitoring profile's tests), slurm-wlm and munge (a one-node Slurm for the sbatch script's test),
 # libegl1, libegl-mesa0 and libgl1-mesa-dri (Mesa's software OpenGL, llvmpipe: Blender renders EEVEE headless
@@ -17,9 +18,9 @@ setup: system-deps $(VENV)/.installed
 # non-interactive (sudo -n where not root).
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo -n)
 system-deps:
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && command -v faketime >/dev/null && command -v gcc >/dev/null && command -v socat >/dev/null && command -v promtool >/dev/null && test -x /usr/sbin/slurmctld && test -x /usr/sbin/munged && dpkg -s libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null 2>&1 || { \
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && command -v faketime >/dev/null && command -v gcc >/dev/null && command -v socat >/dev/null && command -v promtool >/dev/null && command -v mmdebstrap >/dev/null && test -x /usr/sbin/dockerd && test -x /usr/sbin/slurmctld && test -x /usr/sbin/munged && dpkg -s libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium docker-compose faketime gcc libc6-dev socat prometheus slurm-wlm munge libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium docker-compose faketime gcc libc6-dev socat prometheus slurm-wlm munge docker.io mmdebstrap libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; }
 
 # Every dependency of every extra at the version and sha256 of requirements.lock (torch is the CPU build that
 # the machine keeps on disk; bpy needs Python 3.11 and numpy < 2), then the farm itself, editable, built with the

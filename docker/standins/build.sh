@@ -7,7 +7,7 @@
 #   docker/standins/build.sh        (DOCKER_HOST picks the engine; an image already there is kept)
 #
 # What each stand-in keeps of its original, because the farm relies on it:
-#   debian:12.12-slim          Debian 12, minbase (mmdebstrap), apt sources on deb.debian.org
+#   debian:12.12-slim             Debian 12, minbase (mmdebstrap), apt sources on deb.debian.org
 #   python:3.11.14-slim-bookworm  python, python3 and venv with ensurepip in /usr/local/bin (Debian's 3.11)
 #   postgres:16.6-bookworm        POSTGRES_USER/PASSWORD/DB create the role and database on an empty
 #                                 PGDATA (/var/lib/postgresql/data), scram-sha-256 over TCP, pg_isready

@@ -104,12 +104,16 @@ class Engine:
             ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs
         )  # type: ignore[call-overload]
         if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+            raise AssertionError(
+                f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}"
+            )
         return result
 
     def bridge_gateway(self) -> str:
         """The host's address on the engine's default bridge, which builds reach the host by."""
-        ipam = json.loads(self.docker("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}").stdout)
+        ipam = json.loads(
+            self.docker("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}").stdout
+        )
         return ipam[0].get("Gateway") or str(ipaddress.ip_network(ipam[0]["Subnet"])[1])
 
     def build_standins(self) -> None:
@@ -140,7 +144,9 @@ def torch_mirror(address: str, folder: Path) -> Iterator[str]:
              "--retries=0", "--timeout=10", "--extra-index-url", "https://download.pytorch.org/whl/cpu", f"torch=={version[1]}"],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
-        assert download.returncode == 0, f"torch {version[1]} could not be fetched:\n{download.stderr[-2000:]}"
+        assert download.returncode == 0, (
+            f"torch {version[1]} could not be fetched:\n{download.stderr[-2000:]}"
+        )
     handler = functools.partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer((address, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -52,7 +52,11 @@ class Cluster:
         self.settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
 
     def compose(self, *args: str, check: bool = True, timeout: float = 900) -> Any:
-        env = {**self.engine.env, "COMPOSE_ENV_FILES": str(self.env_file), "COMPOSE_PROJECT_NAME": self.project}
+        env = {
+            **self.engine.env,
+            "COMPOSE_ENV_FILES": str(self.env_file),
+            "COMPOSE_PROJECT_NAME": self.project,
+        }
         result = subprocess.run(
             ["docker", "compose", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
         )
@@ -68,7 +72,11 @@ class Cluster:
         return self.compose("run", "--rm", "--no-deps", "bookkeeper", *args, check=check)
 
     def logs(self) -> str:
-        env = {**self.engine.env, "COMPOSE_ENV_FILES": str(self.env_file), "COMPOSE_PROJECT_NAME": self.project}
+        env = {
+            **self.engine.env,
+            "COMPOSE_ENV_FILES": str(self.env_file),
+            "COMPOSE_PROJECT_NAME": self.project,
+        }
         result = subprocess.run(
             ["docker", "compose", "--profile", "cpu", "logs", "--no-color", "--tail", "30"],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -88,7 +96,9 @@ class Cluster:
 
     def clips(self) -> list[dict[str, Any]]:
         with self.database().connect() as conn:
-            rows = conn.execute(text("SELECT id, name, status, attempts, worker, checksums FROM clips ORDER BY id"))
+            rows = conn.execute(
+                text("SELECT id, name, status, attempts, worker, checksums FROM clips ORDER BY id")
+            )
             return [dict(r._mapping) for r in rows]
 
     def events(self, to_status: str) -> dict[int, int]:
@@ -100,7 +110,9 @@ class Cluster:
             return dict(rows.all())  # type: ignore[arg-type]
 
     def enqueue(self, count: int, runs: str = "0") -> int:
-        result = self.farm("enqueue", "--sequences", "builtin_all", "--runs", runs, "--limit", str(count), "--json")
+        result = self.farm(
+            "enqueue", "--sequences", "builtin_all", "--runs", runs, "--limit", str(count), "--json"
+        )
         return int(json.loads(result.stdout)["new_clips"])
 
     def all_done(self, seconds: float = 600) -> list[dict[str, Any]]:
@@ -151,18 +163,18 @@ def cluster_env(folder: Path, address: str, mirror: str) -> Path:
     }
     for name, port in zip(("BOOKKEEPER_PORT", "FLOWER_PORT", "PROMETHEUS_PORT"), free_ports(3), strict=True):
         values[name] = str(port)
-    lines = []
-    for line in (ROOT / "cluster.env.example").read_text().splitlines():
-        name = line.split("=", 1)[0]
-        lines.append(f"{name}={values.pop(name)}" if "=" in line and name in values else line)
-    extra = {
+    values |= {
         "TORCH_INDEX_URL": mirror,  # this machine cannot reach the PyTorch index
         "FARM_LEASE_SECONDS": str(LEASE_SECONDS),
         "FARM_RECONCILE_EVERY_S": "5",
         "FARM_RETRY_DELAY_S": "1",
         "CLUSTER_ENV": str(folder / "cluster.env"),
     }
-    lines += [f"{k}={v}" for k, v in {**values, **extra}.items()]
+    lines = []
+    for line in (ROOT / "cluster.env.example").read_text().splitlines():
+        name = line.split("=", 1)[0]
+        lines.append(f"{name}={values.pop(name)}" if "=" in line and name in values else line)
+    lines += [f"{k}={v}" for k, v in values.items()]  # the settings that the example leaves out
     path = folder / "cluster.env"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -297,6 +309,7 @@ def test_postgres_restarted_while_a_clip_renders_loses_no_attempt(cluster: Clust
         300, "the clip to start", every=0.5,
     )  # fmt: skip
     cluster.compose("restart", "postgres")
+    cluster.compose("up", "-d", "--wait", "postgres")  # healthy again before the test itself reads it
     rows = cluster.assert_done_once_and_verified()
     assert all(r["attempts"] == 1 for r in rows if r["id"] not in before), rows
 
@@ -342,4 +355,3 @@ def test_a_second_host_that_only_renders_joins_over_the_published_ports(
     assert all(container in worker for worker in host2_workers), (host2_workers, container)
     host2.compose("down")
     cluster.compose("--profile", "cpu", "up", "-d", "--wait", "worker-cpu")
-
