@@ -138,6 +138,7 @@ OTHER_TAKER = exists(
     select(WORKERS.c.name).where(
         WORKERS.c.hostname != HOST,
         WORKERS.c.last_seen_at >= db_now(-LEASE_S),
+        WORKERS.c.stopped_at.is_(None),
         _strikes(WORKERS.c.hostname) < FAILS_PER_HOST,
     )
 )
@@ -256,7 +257,10 @@ FAIL_UNTAKEN = (
         change_note=literal(NO_TAKER_NOTE),
     )
 )
-HEARTBEAT = update(WORKERS).where(WORKERS.c.name == bindparam("by")).values(last_seen_at=db_now())
+HEARTBEAT = (
+    update(WORKERS).where(WORKERS.c.name == bindparam("by")).values(last_seen_at=db_now(), stopped_at=None)
+)
+STOPPED = update(WORKERS).where(WORKERS.c.name == bindparam("by")).values(stopped_at=db_now())
 PAUSE_WORKER = (
     update(WORKERS)
     .where(WORKERS.c.name == bindparam("by"))
@@ -279,6 +283,11 @@ def heartbeat(db: Db, worker: str, device: str) -> None:
                 last_seen_at=db_now(),
             )
         )
+
+
+def stopped(db: Db, worker: str) -> None:
+    """Record that `worker` has shut down: the dashboard shows it gone, and no clip waits for it."""
+    db.execute(STOPPED, {"by": worker})
 
 
 def claim(db: Db, clip_id: int, worker: str, lease: timedelta, token: str | None = None) -> Lease | Refusal:

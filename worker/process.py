@@ -317,6 +317,10 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
         return f"skipped: {lease.value}"
 
     spec = ClipSpec.model_validate(lease.spec)
+    log.info(
+        "clip %s (%s, %d frames, attempt %d) starts on %s",
+        clip_id, spec.name, spec.frame_count, lease.attempt, ctx.name,
+    )  # fmt: skip
     started = time.monotonic()
     try:
         with ctx.keeper.holding(lease) as keeper, scratch_folder(spec) as tmp:
@@ -334,12 +338,21 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
             return done
 
         if not ctx.in_database(finish):
+            log.warning(
+                "clip %s (%s) rendered but its lease was lost: another worker has it", clip_id, spec.name
+            )
             return "lost lease"
         ctx.guard.succeeded()
+        log.info(
+            "clip %s (%s) done: %d frames in %.1f s, stored at %s", clip_id, spec.name, frames, seconds, uri
+        )
         return "done"
     except (Exception, SoftTimeLimitExceeded) as exc:
         reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:1000]
-        log.error("clip %s (%s) failed: %s\n%s", clip_id, spec.name, reason, traceback.format_exc())
+        log.error(
+            "clip %s (%s) failed after %.1f s: %s\n%s",
+            clip_id, spec.name, time.monotonic() - started, reason, traceback.format_exc(),
+        )  # fmt: skip
 
         def give_back(db: claims.Db) -> str | None:
             state = claims.fail(db, lease, ctx.name, reason, settings.max_attempts)

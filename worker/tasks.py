@@ -5,15 +5,19 @@ A shared task, so it joins whichever app `farm worker` builds from the current s
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
 from celery import shared_task
+from celery.signals import worker_process_shutdown, worker_shutdown
 
 from farm.core.celery_app import RENDER_TASK
 from farm.core.settings import get_settings
+from worker import claims
 from worker.process import WorkerContext, process_clip
 
+log = logging.getLogger(__name__)
 _context: WorkerContext | None = None
 
 
@@ -37,3 +41,16 @@ def worker_context() -> WorkerContext:
 @shared_task(name=RENDER_TASK)
 def render_clip(clip_id: int) -> str:
     return process_clip(clip_id, worker_context())
+
+
+# A pool process ending (prefork), or the worker itself (solo, threads): the process that rendered says it
+# stopped, so the dashboard shows it gone at once instead of after its heartbeat goes stale.
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _say_stopped(**_: object) -> None:
+    if _context is None:
+        return  # rendered nothing, so never recorded
+    try:
+        _context.in_database(lambda db: claims.stopped(db, _context.name))  # type: ignore[union-attr]
+    except Exception as exc:  # noqa: BLE001 (shutting down: its heartbeat goes stale all the same)
+        log.warning("could not record that worker %s stopped: %s", _context.name, exc)

@@ -21,8 +21,8 @@ from farm.core.errors import FarmError, ServiceUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # The newest migration in migrations/versions and the ones before it (a test keeps these true).
-SCHEMA_REVISION = "0006"
-OLDER_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
+SCHEMA_REVISION = "0007"
+OLDER_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006")
 
 
 def utcnow() -> datetime:

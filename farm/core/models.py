@@ -181,6 +181,8 @@ class WorkerRecord(Base):
     # A worker that failed several clips in a row takes none until then (the database's time), and says why.
     paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     pause_reason: Mapped[str | None] = mapped_column(Text)
+    # Set when the worker process shut down cleanly, cleared by its next heartbeat: a stopped worker is gone.
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class FarmSetting(Base):

@@ -66,14 +66,16 @@ def metrics_text(session: Session, target_frames: int, now: datetime) -> bytes:
     families.append(
         GaugeMetricFamily(
             "farm_frames_per_second",
-            "Frames finished per second over the last hour.",
+            "Frames per second of rendering: the last hour's finished frames over the time spent rendering them.",
             value=tp["frames_per_second"],
         )
     )
     if status["eta_seconds"] is not None:
         families.append(
             GaugeMetricFamily(
-                "farm_eta_seconds", "Time to the target at the last hour's rate.", value=status["eta_seconds"]
+                "farm_eta_seconds",
+                "Time to the target at the rendering rate (farm_frames_per_second).",
+                value=status["eta_seconds"],
             )
         )
     families.append(
@@ -81,7 +83,9 @@ def metrics_text(session: Session, target_frames: int, now: datetime) -> bytes:
     )
     families.append(
         GaugeMetricFamily(
-            "farm_workers_alive", "Workers with a recent heartbeat.", value=sum(w["alive"] for w in seen)
+            "farm_workers_alive",
+            "Workers not stopped and with a recent heartbeat.",
+            value=sum(w["alive"] for w in seen),
         )
     )
     families.append(

@@ -1,4 +1,8 @@
-"""Where the farm stands: progress toward the target frames, clips per state, failures, throughput, ETA."""
+"""Where the farm stands: progress toward the target frames, clips per state, failures, throughput, ETA.
+
+The rate is the frames of the clips finished in the last hour over the time the farm spent rendering them
+(rendering_seconds), and the ETA is the frames left at that rate: an idle hour neither lowers the rate nor
+stretches the ETA. `farm status`, the dashboard and /metrics all read it from here."""
 
 from __future__ import annotations
 
@@ -35,13 +39,14 @@ def farm_status(session: Session, target_frames: int) -> dict[str, Any]:
                 part["frames_done"] += int(done or 0)
     frames_done = sum(s["frames_done"] for s in splits.values())
 
-    since = utcnow() - THROUGHPUT_WINDOW
-    recent_clips, recent_frames = session.execute(
-        select(func.count(Clip.id), func.sum(Clip.frames_done)).where(
-            Clip.status == ClipStatus.DONE, Clip.finished_at >= since
-        )
-    ).one()
-    frames_per_second = (recent_frames or 0) / THROUGHPUT_WINDOW.total_seconds()
+    recent = session.execute(
+        select(Clip.started_at, Clip.finished_at, Clip.frames_done)
+        .where(Clip.status == ClipStatus.DONE, Clip.finished_at >= utcnow() - THROUGHPUT_WINDOW)
+        .order_by(Clip.started_at)
+    ).all()
+    recent_clips, recent_frames = len(recent), sum(frames or 0 for _, _, frames in recent)
+    rendering = rendering_seconds([(start, end) for start, end, _ in recent if start and end])
+    frames_per_second = recent_frames / rendering if rendering > 0 else 0.0
     remaining = max(0, target_frames - frames_done)
     failures = session.execute(
         select(Clip.error, func.count(Clip.id))
@@ -65,11 +70,25 @@ def farm_status(session: Session, target_frames: int) -> dict[str, Any]:
         "throughput": {
             "window_seconds": int(THROUGHPUT_WINDOW.total_seconds()),
             "clips": recent_clips,
-            "frames": int(recent_frames or 0),
+            "frames": int(recent_frames),
+            "rendering_seconds": rendering,
             "frames_per_second": frames_per_second,
         },
         "eta_seconds": (remaining / frames_per_second) if frames_per_second > 0 else None,
     }
+
+
+def rendering_seconds(intervals: list[tuple[datetime, datetime]]) -> float:
+    """How long at least one of these clips was rendering: the length of the union of their (start, end)
+    intervals, given in order of start. The rate is frames over this time, not over the whole window, so a
+    farm that rendered 200 frames in 13 s of the last hour renders 15 frames/s, not 0.06."""
+    spans: list[list[datetime]] = []  # merged [start, end] pairs
+    for start, end in intervals:
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    return sum((end - start).total_seconds() for start, end in spans)
 
 
 def paused_workers(session: Session) -> list[dict[str, Any]]:

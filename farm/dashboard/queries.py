@@ -129,7 +129,9 @@ def workers(session: Session, now: datetime) -> list[dict[str, Any]]:
                 "started_at": _iso(worker.started_at),
                 "last_seen_at": _iso(worker.last_seen_at),
                 "seconds_since_heartbeat": round(age, 1),
-                "alive": age <= WORKER_STALE.total_seconds(),
+                # Gone once it says it stopped (a clean shutdown), or once its heartbeat is stale (a crash).
+                "alive": worker.stopped_at is None and age <= WORKER_STALE.total_seconds(),
+                "stopped_at": _iso(worker.stopped_at),
                 "clips_done": done.get(worker.name, 0),
                 "current_clip_id": current_id,
                 "current_clip": current_name,

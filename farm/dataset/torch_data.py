@@ -72,6 +72,9 @@ class SurrealClips(Dataset[dict[str, Any]]):
             and matches(conditions, r.spec.model_dump(mode="json"), r.qc)
         ]
         self.index = index
+        self.source = (
+            f"{root}" + (f", split={split}" if split else "") + (f", where={list(where)}" if where else "")
+        )
         self.rgb = rgb
         self.cache_clips = max(1, cache_clips)
         self.decodes = 0  # clips read and decoded by this process (a test counts them)
@@ -116,6 +119,11 @@ class SurrealClips(Dataset[dict[str, Any]]):
         return arrays
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):  # IndexError still, so that iterating over the dataset ends
+            raise IndexError(
+                f"SurrealClips has no item {i}: it holds {len(self)} {self.index}s ({len(self.clips)} clips "
+                f"from {self.source}); render some clips there first, or check the folder and filters"
+            )
         clip, frame = (i, None) if self.index == "clip" else self._items[i]
         ref = self.clips[clip]
         arrays = self.clip_arrays(clip)

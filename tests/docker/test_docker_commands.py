@@ -185,8 +185,10 @@ def shared_tmp() -> Iterator[Path]:
 
 
 def run_as_worker(fake: Path, locks: Path) -> subprocess.CompletedProcess[str]:
-    """The entrypoint as the worker image runs it: as uid 10001 (when the tests run as root), one GPU lock."""
-    argv = [str(ENTRYPOINT), "sh", "-c", 'echo "started on GPU $CUDA_VISIBLE_DEVICES"']
+    """The entrypoint as the worker image runs it: as uid 10001 (when the tests run as root), one GPU lock.
+    It runs from a copy beside the locks: the checkout may be in a folder that uid 10001 cannot enter."""
+    entrypoint = shutil.copy2(ENTRYPOINT, locks.parent / ENTRYPOINT.name)
+    argv = [str(entrypoint), "sh", "-c", 'echo "started on GPU $CUDA_VISIBLE_DEVICES"']
     if os.geteuid() == 0:
         argv = [needs("setpriv"), f"--reuid={WORKER_UID}", f"--regid={WORKER_UID}", "--clear-groups", *argv]
     env = {"PATH": f"{fake}:/usr/bin:/bin", "FARM_GPU_LOCKS": str(locks)}

@@ -265,3 +265,65 @@ def test_a_stopped_blender_costs_one_attempt_and_every_clip_keeps_its_own_frames
         assert "segm_11" not in segm and all((np.asarray(f) > 0).sum() > 100 for f in frames), name
         segm_files.add(row["checksums"][keys[f"{name}_segm.mat"]]["sha256"])
     assert len(segm_files) == len(rows)  # no clip holds another's frames
+
+
+def test_status_dashboard_and_metrics_agree_on_the_rendering_rate_and_a_stopped_worker_is_gone(
+    farm, cluster, tmp_path
+):
+    """The rate is frames over the time spent rendering (not over the hour), the same in `farm status`, the
+    dashboard's JSON and /metrics; a worker stopped with SIGTERM is shown gone at once."""
+    import re
+    import urllib.request
+
+    from bookkeeper_server import Background
+
+    from farm.core.settings import get_settings
+
+    processes, pg_url, _ = cluster
+    assert plan(farm, tmp_path, ["07_01", "07_02"]) == 2
+    worker = processes.worker("worker-a")
+    rows = wait_for(lambda: all_finished(pg_url), 600, "both clips to finish")
+    assert {r["status"] for r in rows} == {"done"}, processes.log_tail()
+    log = (tmp_path / "worker-a.log").read_text()
+    for row in rows:  # each clip's start and end are logged with its name, frames and time
+        assert re.search(rf"clip {row['id']} \({row['name']}, 10 frames, attempt 1\) starts", log), log
+        assert re.search(rf"clip {row['id']} \({row['name']}\) done: 10 frames in [\d.]+ s", log), log
+
+    # One worker renders one clip at a time, so the time spent rendering is the sum of the clips' own spans.
+    with create_engine(pg_url).connect() as conn:
+        rendering = conn.execute(
+            text("SELECT sum(extract(epoch FROM finished_at - started_at)) FROM clips WHERE status = 'done'")
+        ).scalar()
+    expected_rate = 20 / float(rendering)
+    assert expected_rate > 20 / 3600 * 10  # far from frames over the whole hour's window
+
+    status = json.loads(farm("status", "--json").out)
+    target = get_settings().target_frames
+    assert status["throughput"]["frames_per_second"] == pytest.approx(expected_rate, rel=1e-3)
+    assert status["eta_seconds"] == pytest.approx((target - 20) / expected_rate, rel=1e-3)
+    server = Background(get_settings())
+    try:
+
+        def fetch(path):
+            with urllib.request.urlopen(server.url + path, timeout=30) as response:
+                return response.read().decode()
+
+        progress = json.loads(fetch("/api/progress"))
+        assert progress["throughput"]["frames_per_second"] == pytest.approx(expected_rate, rel=1e-3)
+        assert progress["eta_seconds"] == pytest.approx(status["eta_seconds"], rel=1e-3)
+        metrics = fetch("/metrics")
+        value = {
+            name: float(v)
+            for name, v in re.findall(r"^(farm_frames_per_second|farm_eta_seconds) (\S+)$", metrics, re.M)
+        }
+        assert value["farm_frames_per_second"] == pytest.approx(expected_rate, rel=1e-3)
+        assert value["farm_eta_seconds"] == pytest.approx(status["eta_seconds"], rel=1e-3)
+        assert [w["alive"] for w in json.loads(fetch("/api/workers"))] == [True]
+
+        os.killpg(worker.pid, signal.SIGTERM)  # as `docker compose stop` or systemd stop it
+        worker.wait(60)
+        (gone,) = json.loads(fetch("/api/workers"))
+        assert gone["alive"] is False and gone["stopped_at"], gone
+        assert re.search(r"^farm_workers_alive 0\.0$", fetch("/metrics"), re.M)
+    finally:
+        server.stop()

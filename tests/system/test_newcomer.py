@@ -1,0 +1,41 @@
+"""The README's first command as a newcomer runs it: `make demo` where sudo and apt-get are of no use (the demo
+needs no system package), then the command its last line offers, pasted into a shell whose PATH has no venv."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_demo_needs_no_sudo_and_its_closing_hint_runs_as_pasted(tmp_path):
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    called = tmp_path / "called"
+    for program in ("sudo", "apt-get"):  # each notes that it was called, and fails as it would for a user
+        (shims / program).write_text(f'#!/bin/sh\necho "{program} $*" >> {called}\nexit 1\n')
+        (shims / program).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FARM_", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{shims}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    demo = tmp_path / "farm-demo"
+    result = subprocess.run(
+        ["make", "--no-print-directory", "demo", f"DEMO_DIR={demo}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert not called.exists(), called.read_text()
+    hints = [line for line in output.splitlines() if line.startswith("FARM_DATABASE_URL=")]
+    assert len(hints) == 1, output[-4000:]
+
+    status = subprocess.run(
+        ["bash", "-c", hints[0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    done = re.search(r"clips: .*\bdone (\d+)", status.stdout + status.stderr)
+    assert done and int(done[1]) == 4, status.stdout + status.stderr
