@@ -110,10 +110,17 @@ class Cluster:
             return dict(rows.all())  # type: ignore[arg-type]
 
     def enqueue(self, count: int, runs: str = "0") -> int:
-        result = self.farm(
-            "enqueue", "--sequences", "builtin_all", "--runs", runs, "--limit", str(count), "--json"
-        )
-        return int(json.loads(result.stdout)["new_clips"])
+        """Add `count` clips not yet planned: --limit cuts the plan from its start, which earlier calls took
+        in part, so the limit grows by what is still missing until that many were new."""
+        new = limit = 0
+        while new < count:
+            limit += count - new
+            assert limit < 1000, f"the built-in motions have fewer than {count} more clips in runs {runs}"
+            result = self.farm(
+                "enqueue", "--sequences", "builtin_all", "--runs", runs, "--limit", str(limit), "--json"
+            )
+            new += int(json.loads(result.stdout)["new_clips"])
+        return new
 
     def all_done(self, seconds: float = 600) -> list[dict[str, Any]]:
         rows = wait_for(

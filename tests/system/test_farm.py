@@ -318,11 +318,11 @@ def test_status_dashboard_and_metrics_agree_on_the_rendering_rate_and_a_stopped_
         }
         assert value["farm_frames_per_second"] == pytest.approx(expected_rate, rel=1e-3)
         assert value["farm_eta_seconds"] == pytest.approx(status["eta_seconds"], rel=1e-3)
-        assert [w["alive"] for w in json.loads(fetch("/api/workers"))] == [True]
+        assert [w["alive"] for w in json.loads(fetch("/api/workers"))["workers"]] == [True]
 
         os.killpg(worker.pid, signal.SIGTERM)  # as `docker compose stop` or systemd stop it
         worker.wait(60)
-        (gone,) = json.loads(fetch("/api/workers"))
+        (gone,) = json.loads(fetch("/api/workers"))["workers"]
         assert gone["alive"] is False and gone["stopped_at"], gone
         assert re.search(r"^farm_workers_alive 0\.0$", fetch("/metrics"), re.M)
     finally:

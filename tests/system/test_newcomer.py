@@ -1,9 +1,11 @@
 """The README's first command as a newcomer runs it: `make demo` where sudo and apt-get are of no use (the demo
-needs no system package), then the command its last line offers, pasted into a shell whose PATH has no venv."""
+needs no system package), then the command its last line offers, pasted into a shell whose PATH has no venv,
+then the README's dataset example as written, on the demo's clips."""
 
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,13 @@ def test_make_demo_needs_no_sudo_and_its_closing_hint_runs_as_pasted(tmp_path):
     assert status.returncode == 0, status.stdout + status.stderr
     done = re.search(r"clips: .*\bdone (\d+)", status.stdout + status.stderr)
     assert done and int(done[1]) == 4, status.stdout + status.stderr
+
+    # "Using the data": the README's first Python block, run as written beside the demo's folder.
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(from torch.utils.data import DataLoader\n.*?)```", readme, re.S)
+    assert block, "README.md has no dataset example"
+    example = subprocess.run(
+        [sys.executable, "-c", block[1]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert example.returncode == 0, example.stderr[-3000:]
+    assert re.search(r"walk\S*_c\d{4}", example.stdout), example.stdout
