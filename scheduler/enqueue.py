@@ -215,6 +215,21 @@ class Partners:
         return self.lists[key]
 
 
+def unstored(
+    session: Session, plan: list[tuple[str, Sequence, PlannedClip]]
+) -> list[tuple[str, Sequence, PlannedClip]]:
+    """The clips of the plan that are not in the database yet."""
+    catalog_ids = {seq.catalog_id for _, seq, _ in plan}
+    existing = set(
+        session.execute(
+            select(Clip.sequence_id, Clip.run, Clip.clip_index)
+            .join(Sequence)
+            .where(Sequence.catalog_id.in_(catalog_ids))
+        )
+    )
+    return [(c, s, p) for c, s, p in plan if (s.id, p.run, p.clip_index) not in existing]
+
+
 def store_clips(
     session: Session,
     plan: list[tuple[str, Sequence, PlannedClip]],
@@ -225,19 +240,11 @@ def store_clips(
     people: tuple[int, int] = (1, 1),
 ) -> list[int]:
     """Sample and insert the clips not stored yet; returns the new clip ids."""
-    catalog_ids = {seq.catalog_id for _, seq, _ in plan}
-    existing = set(
-        session.execute(
-            select(Clip.sequence_id, Clip.run, Clip.clip_index)
-            .join(Sequence)
-            .where(Sequence.catalog_id.in_(catalog_ids))
-        )
-    )
-    todo = [(c, s, p) for c, s, p in plan if (s.id, p.run, p.clip_index) not in existing]
+    todo = unstored(session, plan)
     progress(len(plan) - len(todo))
     if not todo:
         return []
-    pools = load_pools(session, catalog_ids)
+    pools = load_pools(session, {seq.catalog_id for _, seq, _ in plan})
     refs: dict[int, SequenceRef] = {}
     partners = Partners(session) if people != (1, 1) else None
     now = utcnow()
@@ -282,7 +289,8 @@ def enqueue(
     dry_run: bool = False,
     progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
 ) -> dict[str, Any]:
-    """Plan, store and queue the selected clips; returns the plan's counts and how many clips are new.
+    """Plan, store and queue the selected clips; returns the plan's counts and how many clips are new (with
+    `dry_run`, how many would be).
 
     The broker is checked before anything is written, the rows are committed in one transaction, and only
     then are messages sent, so a worker never receives a clip id that is not in the database. If sending
@@ -298,8 +306,8 @@ def enqueue(
         sequences = select_sequences(session, selection.sequences, selection.split)
         plan = planned_clips(sequences, selection.runs, selection.limit)
         counts = summary(plan)
-        if dry_run:
-            return {**counts, "new_clips": 0}
+        if dry_run:  # what a real run would add, adding nothing
+            return {**counts, "new_clips": len(unstored(session, plan))}
         stored = 0
 
         def stored_progress(n: int) -> None:

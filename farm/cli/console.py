@@ -1,12 +1,32 @@
-"""The CLI's error console and progress bar, shared by its commands."""
+"""The CLI's consoles (results on stdout, errors, warnings and progress on stderr) and progress bar."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
-err = Console(stderr=True)
+# The width of output that is not a terminal: wider than any line the farm prints, so that a pipe or a log
+# gets whole lines, words and table cells instead of rich's 80 columns ("problem s").
+UNWRAPPED = 10_000
+
+
+class FarmConsole(Console):
+    """A rich console that wraps at the terminal's width, and not at all where its file is no terminal."""
+
+    @property  # type: ignore[misc]  # read-only: the farm never sets a console's size
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(UNWRAPPED, size.height)
+
+
+out = FarmConsole()
+err = FarmConsole(stderr=True)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 clip', '2 clips', '1,000 frames'."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def progress_bar() -> Any:

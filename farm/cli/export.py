@@ -7,12 +7,12 @@ import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import typer
 
-from farm.core.errors import FarmError
+from farm.core.errors import BadUsage, FarmError
 
 app = typer.Typer(
     help="Export rendered clips for training: an index table and WebDataset shards.", no_args_is_help=True
@@ -42,7 +42,10 @@ def _done_clips(where: list[str] | None) -> list[Any]:
     from farm.core.settings import get_settings
     from farm.dataset.clips import FILTER_FIELDS, matches, parse_filters
 
-    conditions = parse_filters(where or (), FILTER_FIELDS)
+    try:
+        conditions = parse_filters(where or (), FILTER_FIELDS)
+    except FarmError as exc:  # the filter's form and fields are fixed: a bad one is bad usage
+        raise BadUsage(f"--where {exc}") from None
     settings = get_settings()
     with session_scope(settings.database_url) as session:
         rows = list(session.scalars(select(Clip).where(Clip.status == ClipStatus.DONE).order_by(Clip.id)))
@@ -88,7 +91,8 @@ def export_index(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from farm.cli.console import err
+    from farm.cli.console import out as stdout
+    from farm.cli.console import plural
     from farm.core.settings import get_settings
     from farm.core.storage import open_storage
 
@@ -97,7 +101,7 @@ def export_index(
     table = pa.Table.from_pylist(rows) if rows else pa.table({"clip_id": pa.array([], pa.int64())})
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out)
-    err.print(f"wrote {len(rows):,} clips to {out}", highlight=False)
+    stdout.print(f"wrote {plural(len(rows), 'clip')} to {out}", highlight=False)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -162,7 +166,9 @@ def export_shards(
         int, typer.Option("--frames-per-shard", min=1, help="Samples per tar.")
     ] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="The shuffle's seed.")] = 0,
-    image: Annotated[str, typer.Option("--image", help="RGB as png (lossless) or jpg.")] = "png",
+    image: Annotated[
+        Literal["png", "jpg"], typer.Option("--image", help="RGB as png (lossless) or jpg.")
+    ] = "png",
     mix_clips: Annotated[
         int, typer.Option("--mix-clips", min=1, help="Frames are shuffled across windows of this many clips.")
     ] = 8,
@@ -171,13 +177,12 @@ def export_shards(
     """Write the done clips as WebDataset shards of one frame each, in the clean convention (farm.dataset)."""
     import tempfile
 
-    from farm.cli.console import err, progress_bar
+    from farm.cli.console import out as stdout
+    from farm.cli.console import plural, progress_bar
     from farm.core.settings import get_settings
     from farm.core.storage import open_storage
     from farm.dataset.clips import fetch_clip, load_clip
 
-    if image not in ("png", "jpg"):
-        raise FarmError(f"--image {image!r} must be png or jpg")
     clips = _done_clips(where)
     storage = open_storage(get_settings())
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +209,7 @@ def export_shards(
             written[split] = writer.shards
     for split, shards in written.items():
         if shards:
-            err.print(
-                f"{split}: {len(shards)} shards in {out} ({split}-{{000000..{len(shards) - 1:06d}}}.tar)",
+            stdout.print(
+                f"{split}: {plural(len(shards), 'shard')} in {out} ({split}-{{000000..{len(shards) - 1:06d}}}.tar)",
                 highlight=False,
             )

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import typer.core
-from rich.console import Console
+from rich.markup import escape
 
 from farm import __version__
 from farm.cli import assets, dashboard, export, outputs, render_clip, slurm
-from farm.cli.console import err, progress_bar
+from farm.cli.console import err, out, plural, progress_bar
 from farm.core.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, FarmError
 from farm.core.settings import Device, Settings, get_settings, with_convention
 from farm.core.spec import Convention, Split
@@ -22,10 +23,20 @@ from farm.core.spec import Convention, Split
 PANELS = SETUP, PLAN, RUN, CLIPS = "Set up", "Plan and track", "Run the farm", "Clips and files"
 EXIT_CODES = (
     f"Exit codes: 0 success; {EXIT_CHECK_FAILED} a check found problems (verify, qc, demo); "
-    f"{EXIT_USAGE} bad usage (an unknown option, a value outside its choices); {EXIT_BAD_INPUT} bad input "
+    f"{EXIT_USAGE} bad usage (an unknown option, a value its option does not allow); {EXIT_BAD_INPUT} bad input "
     f"(a setting, file, name or value the farm refused); {EXIT_UNAVAILABLE} a service is unreachable "
     "(the database, broker or storage)."
 )
+
+# typer's help shows a flag's type (`--dry-run <bool>`) as if the flag took a value: a flag shows none.
+_option_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
 class GroupedCommands(typer.core.TyperGroup):
@@ -80,21 +91,32 @@ def _options(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the schema migrations to FARM_DATABASE_URL."""
-    from farm.core.db import safe_url, upgrade
+    from farm.core.db import SCHEMA_REVISION, check_reachable, current_revision, get_engine, safe_url, upgrade
 
-    settings = get_settings()
-    upgrade(settings.database_url)
-    err.print(f"database {safe_url(settings.database_url)} is up to date")
+    url = get_settings().database_url
+    engine = get_engine(url)
+    check_reachable(engine)
+    before = current_revision(engine)
+    upgrade(url)
+    if before == SCHEMA_REVISION:
+        done = f"already up to date at revision {SCHEMA_REVISION}"
+    elif before is None:
+        done = f"created the schema at revision {SCHEMA_REVISION}"
+    else:
+        done = f"upgraded from revision {before} to {SCHEMA_REVISION}"
+    out.print(f"database {safe_url(url)}: {done}", highlight=False, soft_wrap=True)
 
 
 def _report_import(result: Any) -> None:
     if result.created:
-        err.print(
-            f"catalog {result.catalog!r}: {result.sequences} sequences, {result.shape_banks} shape banks"
+        out.print(
+            f"catalog {result.catalog!r}: {plural(result.sequences, 'sequence')}, "
+            f"{plural(result.shape_banks, 'shape bank')}"
         )
     else:
-        err.print(
-            f"catalog {result.catalog!r} is already imported ({result.sequences} sequences); nothing to do"
+        out.print(
+            f"catalog {result.catalog!r} is already imported ({plural(result.sequences, 'sequence')}); "
+            "nothing to do"
         )
 
 
@@ -161,7 +183,7 @@ def catalog_list(
     table = Table("catalog", "sequence", "subject", "split", "frames (30 fps)")
     for row in rows:
         table.add_row(row["catalog"], row["name"], row["subject"], row["split"], str(row["frames"]))
-    Console().print(table)
+    out.print(table)
 
 
 def _parse_runs(runs: str) -> tuple[int, ...]:
@@ -170,7 +192,9 @@ def _parse_runs(runs: str) -> tuple[int, ...]:
     except ValueError:
         parsed = ()
     if not parsed or any(r not in (0, 1, 2) for r in parsed):
-        raise FarmError(f"--runs {runs!r} is not a comma-separated list of 0, 1 and 2")
+        raise typer.BadParameter(
+            f"{runs!r} is not a comma-separated list of 0, 1 and 2", param_hint="'--runs'"
+        )
     return parsed
 
 
@@ -192,7 +216,7 @@ def _parse_people(text: str) -> tuple[int, int]:
     if not 1 <= fewest <= most <= MAX_PEOPLE:
         raise typer.BadParameter(
             f"{text!r} is not a number of people; use N or A-B with 1 <= A <= B <= {MAX_PEOPLE}, for example 1-4",
-            param_hint="--people",
+            param_hint="'--people'",
         )
     return fewest, most
 
@@ -233,12 +257,15 @@ def enqueue(
     if as_json:
         typer.echo(json.dumps(result))
         return
-    c, f = result["clips"], result["frames"]
-    verb = "would plan" if dry_run else "planned"
-    err.print(
-        f"{verb} {c['total']} clips ({c['train']} train, {c['test']} test), {f['total']} frames "
-        f"({f['train']} train, {f['test']} test); {result['new_clips']} new clips queued"
+    c, f, new = result["clips"], result["frames"], plural(result["new_clips"], "new clip")
+    plan = (
+        f"{plural(c['total'], 'clip')} ({c['train']:,} train, {c['test']:,} test), "
+        f"{plural(f['total'], 'frame')} ({f['train']:,} train, {f['test']:,} test)"
     )
+    if dry_run:
+        out.print(f"would plan {plan}; {new} would be stored and queued (a dry run: nothing written)")
+    else:
+        out.print(f"planned {plan}; {new} queued")
 
 
 @app.command(rich_help_panel=PLAN)
@@ -259,7 +286,6 @@ def status(as_json: JsonOption = False) -> None:
 def _print_status(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    out = Console()
     pct = 100 * report["progress"]
     out.print(f"[bold]{report['frames_done']:,}[/] of {report['target_frames']:,} frames done ({pct:.2f}%)")
     table = Table("split / run", "clips done", "clips planned", "frames done", "frames planned")
@@ -281,15 +307,17 @@ def _print_status(report: dict[str, Any]) -> None:
     eta = report["eta_seconds"]
     eta_text = "unknown (nothing finished in the last hour)" if eta is None else f"{eta / 3600:.1f} h"
     out.print(
-        f"last hour: {tp['clips']:,} clips, {tp['frames']:,} frames ({tp['frames_per_second']:.2f} frames/s); ETA {eta_text}"
+        f"last hour: {plural(tp['clips'], 'clip')}, {plural(tp['frames'], 'frame')} in "
+        f"{tp['rendering_seconds'] / 60:.1f} min of rendering ({tp['frames_per_second']:.2f} frames/s); ETA {eta_text}"
     )
     for failure in report["failures"]:
-        out.print(f"[red]failed[/] {failure['clips']:,} clips: {failure['reason']}")
+        out.print(f"[red]failed[/] {plural(failure['clips'], 'clip')}: {failure['reason']}")
     for paused in report["paused_workers"]:
         out.print(f"[yellow]paused[/] worker {paused['name']} until {paused['until']}: it {paused['reason']}")
 
 
-@app.command(rich_help_panel=RUN, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# Celery's own options go after `--`; an unknown option before it is a mistake (exit 2), not Celery's.
+@app.command(rich_help_panel=RUN, context_settings={"allow_extra_args": True})
 def worker(
     ctx: typer.Context,
     queues: Annotated[
@@ -297,7 +325,8 @@ def worker(
     ] = None,
     device: Annotated[Device | None, typer.Option(help="The render device (default: FARM_DEVICE).")] = None,
     gpu: Annotated[
-        int | None, typer.Option(help="Use only this GPU (sets CUDA_VISIBLE_DEVICES for the worker).")
+        int | None,
+        typer.Option(min=0, help="Use only this GPU (sets CUDA_VISIBLE_DEVICES for the worker)."),
     ] = None,
     concurrency: Annotated[
         int, typer.Option(min=1, help="Worker processes, each with its own warm Blender.")
@@ -371,9 +400,9 @@ def reconcile(
 
     while True:
         report = run_reconcile(get_settings())
-        err.print(
-            f"reconcile: {report['taken_back']} clips taken back from dead workers, {report['resent']} messages "
-            f"sent, {report['queued']} clips queued"
+        out.print(
+            f"reconcile: {plural(report['taken_back'], 'clip')} taken back from dead workers, "
+            f"{plural(report['resent'], 'message')} sent, {plural(report['queued'], 'clip')} queued"
             + (" (farm paused: nothing sent)" if report["paused"] else "")
         )
         if every is None:
@@ -393,7 +422,7 @@ def _set_paused(paused: bool) -> None:
 def pause() -> None:
     """Stop handing out work: workers finish their current clip and take no new one."""
     _set_paused(True)
-    err.print("farm paused: workers take no new clips until `farm resume`")
+    out.print("farm paused: workers take no new clips until `farm resume`")
 
 
 @app.command(rich_help_panel=RUN)
@@ -403,7 +432,9 @@ def resume() -> None:
 
     _set_paused(False)
     report = run_reconcile(get_settings())
-    err.print(f"farm resumed: {report['resent']} messages sent, {report['queued']} clips queued")
+    out.print(
+        f"farm resumed: {plural(report['resent'], 'message')} sent, {plural(report['queued'], 'clip')} queued"
+    )
 
 
 @app.command(rich_help_panel=RUN)
@@ -418,13 +449,13 @@ def retry(
     from worker.claims import retry_failed
 
     if not failed:
-        raise typer.BadParameter("say what to retry: `farm retry --failed`", param_hint="--failed")
+        raise typer.BadParameter("say what to retry: `farm retry --failed`", param_hint="'--failed'")
     app_ = celery_for(get_settings())
     check_broker(app_)
     with session_scope(get_settings().database_url) as session:
         ids = retry_failed(session)
     send_render_tasks(app_, ids)
-    err.print(f"{len(ids)} failed clips queued again")
+    out.print(f"{plural(len(ids), 'failed clip')} queued again")
 
 
 @app.command(rich_help_panel=SETUP)
@@ -449,24 +480,75 @@ def demo(
     err.print(f"output: {report['output']}", highlight=False, soft_wrap=True)
     if report["contact_sheet"]:
         err.print(f"contact sheet: {report['contact_sheet']}", highlight=False, soft_wrap=True)
-    err.print(
-        f"done in {time.monotonic() - started:.0f} s; `FARM_DATABASE_URL={report['database']} farm status` "
-        "shows the bookkeeping",
-        highlight=False,
-        soft_wrap=True,
-    )
+    err.print(f"done in {time.monotonic() - started:.0f} s; the bookkeeping:", highlight=False)
+    command = f"FARM_DATABASE_URL={shlex.quote(report['database'])} {shlex.quote(farm_command())} status"
+    err.print(command, highlight=False, soft_wrap=True, markup=False)
     if any(clip["status"] != "done" for clip in report["clips"]):
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
+def farm_command() -> str:
+    """How the user can run this same `farm` again: `farm` when their PATH finds this one (an activated venv),
+    else its full path (`make demo` runs .venv/bin/farm, which a shell without the venv does not find)."""
+    import shutil
+
+    this = Path(sys.argv[0]).resolve()
+    found = shutil.which("farm")
+    return "farm" if found and Path(found).resolve() == this else str(this)
+
+
+def _allowed(option: typer.core.TyperOption) -> str | None:
+    """What an option with a fixed set of values allows, in words ("one of train, test", "a whole number
+    from 0 to 2"); None for an option of another kind."""
+    kind = option.type_descriptor
+    if kind.choices:
+        return "one of " + ", ".join(map(str, kind.choices))
+    if kind.annotation not in (int, float):
+        return None
+    number = "a whole number" if kind.annotation is int else "a number"
+    low, high = option.min, option.max
+    if low is not None and high is not None:
+        return f"{number} from {low} to {high}"
+    if low is not None:
+        return f"{number} of at least {low}"
+    return number if high is None else f"{number} of at most {high}"
+
+
+def _usage_sentence(exc: typer.TyperException) -> str:
+    """The command line's complaint in one sentence. typer checks option values with pydantic, whose wording
+    ("Value error, ...", "Input should be ...") is replaced here by the value given and what is allowed."""
+    from pydantic import ValidationError
+
+    message = exc.format_message()
+    option, ctx = getattr(exc, "param", None), getattr(exc, "ctx", None)
+    if isinstance(option, typer.core.TyperOption) and isinstance(exc.__cause__, ValidationError):
+        allowed = _allowed(option)
+        if allowed is not None:
+            given = exc.__cause__.errors()[0]["input"]
+            message = f"Invalid value for '{option.opts[0]}': {given!r} is not {allowed}"
+    return message.rstrip(".") + (f"; see `{ctx.command_path} --help`" if ctx is not None else "")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: a FarmError ends in one sentence on stderr and its exit code (3 bad input, 4 a service
-    unreachable), never a traceback."""
+    """Entry point: bad usage (exit 2) and a FarmError (3 bad input, 4 a service unreachable) end in one
+    sentence on stderr, never a traceback or a usage panel."""
     try:
-        app(args=argv, prog_name="farm")
+        code = app(args=argv, prog_name="farm", standalone_mode=False)
+    except typer.TyperException as exc:  # typer's click: an unknown option, a missing argument, a bad value
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `farm db`: the help is printed already
+            sys.exit(exc.exit_code)
+        _fail(_usage_sentence(exc), exc.exit_code)
     except FarmError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    if isinstance(code, int) and code:  # a typer.Exit's code: 1 when a check found problems
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from farm.cli.console import out, plural
 from farm.core.errors import EXIT_CHECK_FAILED
 from farm.core.settings import get_settings
+
+NO_DONE_CLIPS = "the database {} has no done clips to check; render some first"
 
 
 def verify(
@@ -38,6 +40,10 @@ def verify(
         )
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
+    elif not report.checked:  # nothing to check is no problem (exit 0), as for `farm qc`
+        from farm.core.db import safe_url
+
+        out.print(NO_DONE_CLIPS.format(safe_url(settings.database_url)), highlight=False, soft_wrap=True)
     else:
         _print_report(report, storage.uri("x")[:-1], deep)
     if not report.clean:
@@ -47,11 +53,10 @@ def verify(
 def _print_report(report, root: str, deep: bool) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
-    err = Console(stderr=True)
     how = "re-hashed" if deep else "compared by stored size and sha256"
-    summary = f"{report.checked:,} done clips, {report.objects:,} objects in {root} {how}"
+    summary = f"{plural(report.checked, 'done clip')}, {plural(report.objects, 'object')} in {root} {how}"
     if report.clean:
-        err.print(f"{summary}: all present and intact", highlight=False, soft_wrap=True)
+        out.print(f"{summary}: all present and intact", highlight=False, soft_wrap=True)
         return
     table = Table(title="clips with missing or corrupt files")
     for column in ("clip", "object", "problem"):
@@ -60,8 +65,8 @@ def _print_report(report, root: str, deep: bool) -> None:  # type: ignore[no-unt
         table.add_row(clip, key, "[red]missing[/]")
     for clip, key, why in report.corrupt:
         table.add_row(clip, key, f"[red]corrupt[/]: {why}")
-    Console().print(table)
-    err.print(
+    out.print(table)
+    out.print(
         f"{summary}: {len(report.missing):,} missing, {len(report.corrupt):,} corrupt; "
         "those clips must be rendered again",
         highlight=False,
@@ -94,6 +99,12 @@ def qc(
         where = str(folder)
     else:
         results, where = _qc_done_clips(threads)
+        if not results and not as_json:  # nothing to check is no problem (exit 0), as for `farm verify`
+            from farm.core.db import safe_url
+
+            text = NO_DONE_CLIPS.format(safe_url(get_settings().database_url))
+            out.print(f"{text}, or pass a folder of clips: `farm qc FOLDER`", highlight=False, soft_wrap=True)
+            return
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in results]))
     else:
@@ -103,12 +114,11 @@ def qc(
 
 
 def _qc_done_clips(threads: int) -> tuple[list[Any], str]:
-    """The done clips of FARM_DATABASE_URL, read back from FARM_STORAGE_URL."""
+    """The done clips of FARM_DATABASE_URL (none if it has none), read back from FARM_STORAGE_URL."""
     from sqlalchemy import func, select
 
     from farm.cli.console import progress_bar
-    from farm.core.db import safe_url, session_scope
-    from farm.core.errors import FarmError
+    from farm.core.db import session_scope
     from farm.core.models import Clip, ClipStatus
     from farm.core.storage import open_storage
     from worker.qc import qc_stored
@@ -119,11 +129,6 @@ def _qc_done_clips(threads: int) -> tuple[list[Any], str]:
     done = Clip.status == ClipStatus.DONE
     with session_scope(settings.database_url) as session, progress_bar() as bar:
         total = session.scalar(select(func.count()).select_from(Clip).where(done)) or 0
-        if not total:
-            raise FarmError(
-                f"the database {safe_url(settings.database_url)} has no done clips to check; render some "
-                "first, or pass a folder of clips: `farm qc FOLDER`"
-            )
         task = bar.add_task("checking clips", total=total)
         specs = session.scalars(
             select(Clip.spec).where(done).order_by(Clip.id).execution_options(yield_per=200)
@@ -158,7 +163,7 @@ def _print_qc(results: list[Any], where: str) -> None:
             "[green]ok[/]" if r.quality.ok else "[red]" + " ".join(r.quality.problems) + "[/]",
             style=None if r.quality.ok else "red",
         )
-    Console().print(table)
+    out.print(table)
     bad = sum(not r.quality.ok for r in results)
     half = sum(
         1
@@ -166,9 +171,12 @@ def _print_qc(results: list[Any], where: str) -> None:
         if r.quality.stats["frames"]
         and 2 * (r.quality.stats["frames_with_body"] or 0) < r.quality.stats["frames"]
     )
-    Console(stderr=True).print(
-        f"{len(results):,} clip{'' if len(results) == 1 else 's'} in {where}: {len(results) - bad:,} pass the quality gate, {bad:,} have problems; "
-        f"{half:,} show the body in fewer than half their frames",
+    good = len(results) - bad
+    out.print(
+        f"{plural(len(results), 'clip')} in {where}: {good:,} {'passes' if good == 1 else 'pass'} the quality "
+        f"gate, {bad:,} {'has' if bad == 1 else 'have'} problems; {half:,} "
+        f"{'shows the body in fewer than half its' if half == 1 else 'show the body in fewer than half their'} "
+        "frames",
         highlight=False,
         soft_wrap=True,
     )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from farm.core.errors import FarmError
+from farm.core.errors import BadUsage, FarmError
 from farm.core.settings import Device, Engine
 from farm.core.spec import ClipSpec, Convention
 
@@ -29,7 +29,7 @@ def resolve_spec(settings: Settings, sequence: str, run: int, clip: int) -> tupl
     from scheduler.sampler import sample_clip_spec
 
     if run not in (0, 1, 2):
-        raise FarmError(f"--run {run} must be 0, 1 or 2")
+        raise BadUsage(f"--run {run} must be 0, 1 or 2")
     with session_scope(settings.database_url) as session:
         pairs = select_sequences(session, sequence, None)
         if len(pairs) != 1:
@@ -75,7 +75,8 @@ def render_clip(
     ] = None,
 ) -> None:
     """Render one clip (or its first N frames) to a local folder, with a progress bar."""
-    from farm.cli.console import err, progress_bar
+    from farm.cli.console import err, plural, progress_bar
+    from farm.cli.console import out as stdout
     from farm.core.settings import get_settings, with_convention
     from farm.render.client import ParallelRenderer
     from farm.render.job import RenderError, RenderOptions, render_processes
@@ -106,10 +107,10 @@ def render_clip(
             files = render_clip_files(spec, renderer, out, frames=frames, progress=show, settings=settings)
         except RenderError as e:
             raise FarmError(f"Blender failed on {spec.name}: {e}") from e
-    err.print(f"wrote {files.frames} frames to {files.directory}")
+    stdout.print(f"wrote {plural(files.frames, 'frame')} to {files.directory}", highlight=False)
     if files.qc:  # the writer's quality gate passed; what it measured
         qc = files.qc
-        err.print(
+        stdout.print(
             f"quality gate passed: body in {qc['frames_with_body']} of {qc['frames']} frames, "
             f"{qc['joints_in_image']:.0%} of joints in the image",
             highlight=False,
@@ -118,4 +119,4 @@ def render_clip(
         from worker.contact_sheet import contact_sheet_for_clip
 
         contact_sheet_for_clip(files.directory, spec.name, contact_sheet)
-        err.print(f"contact sheet: {contact_sheet}")
+        stdout.print(f"contact sheet: {contact_sheet}", highlight=False)

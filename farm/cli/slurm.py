@@ -18,7 +18,7 @@ from typing import Annotated, get_args
 
 import typer
 
-from farm.core.errors import FarmError
+from farm.core.errors import BadUsage, FarmError
 from farm.core.settings import Device
 
 app = typer.Typer(help="Run workers on a Slurm cluster.", no_args_is_help=True)
@@ -97,7 +97,7 @@ def is_secret(name: str, value: str) -> bool:
 def _seconds(time: str) -> int:
     match = TIME.match(time)
     if match is None:
-        raise FarmError(f"--time {time!r} must be HH:MM:SS or D-HH:MM:SS, e.g. 24:00:00")
+        raise BadUsage(f"--time {time!r} must be HH:MM:SS or D-HH:MM:SS, e.g. 24:00:00")
     days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
@@ -157,26 +157,27 @@ def write_script(
 ) -> tuple[str, list[str]]:
     """The sbatch script and the names of the FARM_* variables left out of it as secrets."""
     if device not in get_args(Device):
-        raise FarmError(f"--device {device!r} must be cpu, cuda or optix")
+        raise BadUsage(f"--device {device!r} must be cpu, cuda or optix")
     # Slurm sends the signal up to a minute early (it looks every 30 s, with 30 s to spare): leave the workers
     # that minute to start, so that the signal never finds one before Celery listens for it.
     if stop_before + 60 > _seconds(time):
-        raise FarmError(f"--stop-before {stop_before} s must be at least a minute shorter than --time {time}")
+        raise BadUsage(f"--stop-before {stop_before} s must be at least a minute shorter than --time {time}")
     for option, value in (("--partition", partition), ("--account", account), ("--job-name", job_name)):
         _checked(option, value)
     _checked("--output", output)
     for line in sbatch:
         if "\n" in line or not line.startswith("-"):
-            raise FarmError(f"--sbatch {line!r} must be one sbatch option such as --mem=32G")
+            raise BadUsage(f"--sbatch {line!r} must be one sbatch option such as --mem=32G")
 
     from_file = _env_file_values(env_file) if env_file is not None else {}
     farm_vars = {k: v for k, v in sorted(environ.items()) if k.startswith("FARM_") and k != "FARM_DEVICE"}
     secrets = [k for k, v in farm_vars.items() if is_secret(k, v)]
     missing = [k for k in secrets if k not in from_file]
     if missing:
-        where = f"{env_file} does not set them" if env_file else "no --env-file was given"
+        hold, them = ("holds a secret", "it") if len(missing) == 1 else ("hold secrets", "them")
+        where = f"{env_file} does not set {them}" if env_file else "no --env-file was given"
         raise FarmError(
-            f"{', '.join(missing)} hold(s) a secret, which the script never holds, and {where}; put them in an "
+            f"{', '.join(missing)} {hold}, which the script never holds, and {where}; put {them} in an "
             "env file on the shared file system (KEY=value lines, chmod 600) and pass it with --env-file"
         )
     effective = {**farm_vars, **from_file}
@@ -266,6 +267,7 @@ def script(
 ) -> None:
     """Write an sbatch script that starts one `farm worker` per GPU on each node against the central services."""
     from farm.cli.console import err
+    from farm.cli.console import out as stdout
     from farm.core.settings import get_settings
 
     text, secrets = write_script(
@@ -295,4 +297,4 @@ def script(
         typer.echo(text, nl=False)
         return
     out.write_text(text)
-    err.print(f"wrote {out}; submit it with `sbatch {out}`", highlight=False, soft_wrap=True)
+    stdout.print(f"wrote {out}; submit it with `sbatch {out}`", highlight=False, soft_wrap=True)

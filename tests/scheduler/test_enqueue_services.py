@@ -35,7 +35,7 @@ def test_dry_run_reports_the_papers_plan_and_writes_nothing(farm, cluster):
     redis, queue, pg_url = cluster
     result = farm("enqueue", "--sequences", "cmu_all", "--dry-run", "--json")
     assert result.code == 0
-    assert json.loads(result.out) == {**FULL, "new_clips": 0}
+    assert json.loads(result.out) == {**FULL, "new_clips": 67_529}  # what it would add: all of it
     for run, clips in TABLE1.items():
         per_run = json.loads(
             farm("enqueue", "--sequences", "cmu_all", "--runs", str(run), "--dry-run", "--json").out
@@ -99,8 +99,8 @@ def test_status_counts_states_frames_failures_and_throughput(farm, cluster):
     farm("enqueue", "--sequences", "01_01", "--json")
     with create_engine(pg_url).begin() as conn:
         conn.execute(text(
-            "UPDATE clips SET status = 'done', frames_done = frame_stop - frame_start, finished_at = now() "
-            "WHERE id IN (SELECT id FROM clips ORDER BY id LIMIT 4)"
+            "UPDATE clips SET status = 'done', frames_done = frame_stop - frame_start, finished_at = now(), "
+            "started_at = now() - make_interval(secs => 10 * id) WHERE id IN (SELECT id FROM clips ORDER BY id LIMIT 4)"
         ))  # fmt: skip
         conn.execute(text("UPDATE clips SET status = 'failed', error = 'Blender crashed' WHERE id IN (5, 6)"))
         conn.execute(text("UPDATE clips SET status = 'running' WHERE id = 7"))
@@ -110,6 +110,8 @@ def test_status_counts_states_frames_failures_and_throughput(farm, cluster):
     assert status["frames_done"] == done_frames == 400
     assert status["failures"] == [{"reason": "Blender crashed", "clips": 2}]
     assert status["throughput"]["frames"] == 400 and status["eta_seconds"] > 0
+    # Clips 1-4 rendered side by side for 10-40 s up to now: 40 s of rendering, 10 frames/s.
+    assert status["throughput"]["frames_per_second"] == pytest.approx(10.0, rel=1e-3)
     human = farm("status")
     assert human.code == 0 and "400 of 6,536,752 frames done" in human.out and "Blender crashed" in human.out
 

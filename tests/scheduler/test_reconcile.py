@@ -45,7 +45,7 @@ def test_reconcile_takes_back_clips_of_dead_workers(farm, farm_with_clips):
             .values(lease_expires_at=claims.utcnow() - timedelta(seconds=1))
         )
     result = farm("reconcile")
-    assert result.code == 0 and "1 clips taken back" in result.err
+    assert result.code == 0 and "1 clip taken back" in result.out
     with session_scope(url) as session:
         assert session.get(Clip, ids[0]).status == "queued"
     assert in_broker().count(ids[0]) == 2  # its old message stays; the new one is what guarantees a retry
@@ -69,7 +69,7 @@ def test_pause_resume_and_retry(farm, farm_with_clips):
     redis.delete(queue)
     assert farm("retry").code == 2
     result = farm("retry", "--failed")
-    assert result.code == 0 and "3 failed clips queued again" in result.err
+    assert result.code == 0 and "3 failed clips queued again" in result.out
     assert in_broker() == ids[:3]
     with session_scope(url) as session:
         assert {session.get(Clip, i).status for i in ids[:3]} == {"queued"}
