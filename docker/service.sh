@@ -61,9 +61,10 @@ weed)
     weed=$!
     gate=
     trap 'kill -TERM $weed $gate 2>/dev/null || true' TERM INT
-    # The bucket, once the master answers (s3.bucket.create reports an existing bucket and changes nothing).
+    # The bucket, once the master answers (s3.bucket.create reports an existing bucket, on stderr, and changes
+    # nothing: a restart with the volume's data finds it there).
     until echo "s3.bucket.create -name $bucket" | timeout 10 weed shell "-master=127.0.0.1:$master.$master_grpc" \
-        2>/dev/null | grep -q -e "created bucket" -e "already exist"; do
+        2>&1 | grep -q -e "created bucket" -e "already exist"; do
         kill -0 "$weed" 2>/dev/null || exit 1
         sleep 1
     done
