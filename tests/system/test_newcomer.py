@@ -51,3 +51,29 @@ def test_make_demo_needs_no_sudo_and_its_closing_hint_runs_as_pasted(tmp_path):
     )
     assert example.returncode == 0, example.stderr[-3000:]
     assert re.search(r"walk\S*_c\d{4}", example.stdout), example.stdout
+
+
+def test_the_first_commands_of_using_it_run_as_written_on_the_embedded_defaults(tmp_path):
+    """README's "Using it" block up to its first blank line, in a fresh folder (SQLite, a local queue), with
+    `farm worker` left out (it runs until stopped; the demo above renders)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Using it") :]
+    block = re.search(r"```sh\n(.*?)\n\n", section, re.S)
+    assert block, "README's Using it has no sh block"
+    commands = [line.split("  #")[0].replace("[--json]", "").strip() for line in block[1].splitlines()]
+    assert commands[0] == "farm catalog import builtin" and "farm status" in commands, commands
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    outputs = {}
+    for command in commands:
+        if command.startswith("farm worker"):
+            continue
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, (command, result.stdout + result.stderr)
+        outputs[command] = result.stdout
+    dry_run = next(out for command, out in outputs.items() if "--dry-run" in command)
+    assert re.search(r"\d+ new clips would be stored", dry_run), dry_run
+    assert "20 new clips queued" in next(out for command, out in outputs.items() if "--limit 20" in command)
+    assert re.search(r"clips: queued 20\b", outputs["farm status"]), outputs["farm status"]
