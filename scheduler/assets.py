@@ -6,6 +6,7 @@ one transaction. Registering a file that is already registered (same kind and ab
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ def background_files(source: Path, split: Split) -> list[NewAsset]:
     if split not in SPLITS:
         raise FarmError(f"--split {split!r} must be train or test")
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = [p for p in _files_under(source) if p.suffix.lower() in IMAGE_SUFFIXES]
         if not paths:
             raise FarmError(f"{source} holds no images ({', '.join(IMAGE_SUFFIXES)}); check the folder")
     elif source.is_file():
@@ -76,12 +77,34 @@ def surreal_texture_files(root: Path) -> list[NewAsset]:
     return out
 
 
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under the folder, in order, without following links out of it: a link to another folder
+    (the test images, say) would put one file in both pools, so such a link is refused in one sentence."""
+    root = folder.resolve()
+    found = []
+    for top, dirs, files in os.walk(folder):  # os.walk does not descend into linked folders
+        for path in (Path(top) / name for name in dirs + files):
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise FarmError(
+                    f"{path} is a link to {path.resolve()}, outside the folder {folder}; copy the files in "
+                    "or import that folder by itself, so that no file lands in two pools"
+                )
+        found += [Path(top) / name for name in files if (Path(top) / name).is_file()]
+    return sorted(found)
+
+
 def _read_list(list_file: Path, base: Path) -> list[Path]:
     paths = []
     for number, line in enumerate(list_file.read_text(errors="replace").splitlines(), 1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
+        if Path(entry).is_absolute() or ".." in Path(entry).parts:
+            # Entries are relative to the list's folder; one reaching outside could name the other pool's files.
+            raise FarmError(
+                f"line {number} of {list_file} is {entry!r}, which is absolute or climbs out with '..'; "
+                f"list files by their path relative to {base}"
+            )
         path = base / entry
         if not path.is_file():
             raise FarmError(

@@ -38,6 +38,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     exists,
     func,
     insert,
@@ -261,6 +262,11 @@ HEARTBEAT = (
     update(WORKERS).where(WORKERS.c.name == bindparam("by")).values(last_seen_at=db_now(), stopped_at=None)
 )
 STOPPED = update(WORKERS).where(WORKERS.c.name == bindparam("by")).values(stopped_at=db_now())
+# Worker names are host:pid and Celery recycles pool processes, so rows of gone processes pile up (and with
+# them /metrics' worker labels): a row silent this long (stopped or dead) is deleted. Clips and clip_events
+# keep the worker's name, so their history stays whole.
+FORGET_WORKERS_S = 86400.0
+FORGET_WORKERS = delete(WORKERS).where(WORKERS.c.last_seen_at < db_now(-FORGET_WORKERS_S))
 PAUSE_WORKER = (
     update(WORKERS)
     .where(WORKERS.c.name == bindparam("by"))
@@ -274,6 +280,7 @@ UNPAUSE_WORKER = (
 def heartbeat(db: Db, worker: str, device: str) -> None:
     """Record that `worker` is alive, for the dashboard and for FAIL_UNTAKEN: one UPDATE after the first."""
     if not _changed(db.execute(HEARTBEAT, {"by": worker})):
+        db.execute(FORGET_WORKERS)  # once per new worker process, which is when rows accumulate
         db.execute(
             insert(WORKERS).values(
                 name=worker,

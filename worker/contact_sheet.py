@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 from PIL import Image, ImageDraw
 
 from farm.core.skeleton import NUM_JOINTS, PARENTS
+from worker.clip_files import BadClipFile, read_info, read_manifest, read_pass
+from worker.video import read_mp4
 
 COLUMNS = ("rgb", "zoom: rgb + joints", "segmentation", "instances + boxes", "depth", "flow (hue = direction)",
            "normal")  # fmt: skip
@@ -146,31 +147,30 @@ def contact_sheet(
     return canvas
 
 
-def _stack(mat: dict[str, np.ndarray], prefix: str, T: int) -> np.ndarray:
-    return np.stack([mat[f"{prefix}_{i + 1}"] for i in range(T)])
-
-
 def contact_sheet_from_files(clip_dir: Path, name: str, frames: list[int] | None = None) -> Image.Image:
-    """The same sheet, read back from a clip's SURREAL files (what a dataset user sees)."""
-    from worker.video import read_mp4
-
+    """The same sheet, read back from a clip's SURREAL files (what a dataset user sees) by the reader `farm qc`
+    and the dataset share (worker/clip_files.py: every file bounded by the clip's spec)."""
     clip_dir = Path(clip_dir)
-    info = scipy.io.loadmat(clip_dir / f"{name}_info.mat")
-    joints2d = info["joints2D"]
-    T = joints2d.shape[-1]
-    several = joints2d.ndim == 4  # SURREACT's layout: P x 2 x 24 x T
-    segm = _stack(scipy.io.loadmat(clip_dir / f"{name}_segm.mat"), "segm", T)
-    H, W = segm.shape[1:]
+    spec, _, T = read_manifest(clip_dir, name)
+    W, H, P = spec.camera.width, spec.camera.height, len(spec.people)
+    info = read_info(clip_dir / f"{name}_info.mat", T, P)
+    if "joints2D" not in info:
+        raise BadClipFile(clip_dir / f"{name}_info.mat", "lacks joints2D")
+    order = (0, 3, 2, 1) if P > 1 else (2, 1, 0)  # SURREACT's P x 2 x 24 x T, or SURREAL's 2 x 24 x T
+
+    def frames_of(prefix: str) -> np.ndarray:
+        return read_pass(clip_dir / f"{name}_{prefix}.mat", prefix, T, W, H)
+
     return contact_sheet(
-        rgb=read_mp4(clip_dir / f"{name}.mp4", W, H),
-        segm=segm,
-        depth=_stack(scipy.io.loadmat(clip_dir / f"{name}_depth.mat"), "depth", T),
-        flow=_stack(scipy.io.loadmat(clip_dir / f"{name}_gtflow.mat"), "gtflow", T),
-        normal=_stack(scipy.io.loadmat(clip_dir / f"{name}_normal.mat"), "normal", T),
-        joints2d=joints2d.transpose(0, 3, 2, 1) if several else joints2d.transpose(2, 1, 0),
+        rgb=read_mp4(clip_dir / f"{name}.mp4", W, H, T),
+        segm=frames_of("segm"),
+        depth=frames_of("depth"),
+        flow=frames_of("gtflow"),
+        normal=frames_of("normal"),
+        joints2d=info["joints2D"].transpose(order),
         frames=frames,
         title=name,
-        inst=_stack(scipy.io.loadmat(clip_dir / f"{name}_inst.mat"), "inst", T) if several else None,
+        inst=frames_of("inst") if P > 1 else None,
         bbox=info.get("bbox"),
     )
 

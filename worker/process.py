@@ -26,7 +26,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from farm.core.celery_app import celery_for, send_render_tasks
 from farm.core.errors import FarmError
 from farm.core.settings import Settings
-from farm.core.spec import ClipSpec
+from farm.core.spec import ClipSpec, parse_spec
 from farm.core.storage import Storage, Stored
 from worker import claims
 
@@ -316,13 +316,15 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
         log.info("clip %s not taken: %s", clip_id, lease.value)
         return f"skipped: {lease.value}"
 
-    spec = ClipSpec.model_validate(lease.spec)
-    log.info(
-        "clip %s (%s, %d frames, attempt %d) starts on %s",
-        clip_id, spec.name, spec.frame_count, lease.attempt, ctx.name,
-    )  # fmt: skip
     started = time.monotonic()
+    spec: ClipSpec | None = None
+    tmp: str | None = None
     try:
+        spec = parse_spec(lease.spec)  # a bad name (say '../x') must not reach the scratch folder or the keys
+        log.info(
+            "clip %s (%s, %d frames, attempt %d) starts on %s",
+            clip_id, spec.name, spec.frame_count, lease.attempt, ctx.name,
+        )  # fmt: skip
         with ctx.keeper.holding(lease) as keeper, scratch_folder(spec) as tmp:
             files, frames, qc = produce_files(ctx, spec, Path(tmp))
             stored = store_files(ctx.storage, Path(tmp), files, keeper)
@@ -348,10 +350,10 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
         )
         return "done"
     except (Exception, SoftTimeLimitExceeded) as exc:
-        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:1000]
+        reason = failure_reason(exc, spec, tmp)
         log.error(
             "clip %s (%s) failed after %.1f s: %s\n%s",
-            clip_id, spec.name, time.monotonic() - started, reason, traceback.format_exc(),
+            clip_id, spec.name if spec else "?", time.monotonic() - started, reason, traceback.format_exc(),
         )  # fmt: skip
 
         def give_back(db: claims.Db) -> str | None:
@@ -368,6 +370,17 @@ def process_clip(clip_id: int, ctx: WorkerContext) -> str:
             log.warning("worker %s pauses: it %s", ctx.name, ctx.guard.reason)
             ctx.in_database(lambda db: claims.pause_worker(db, ctx.name, pause, ctx.guard.reason))
         return state or "lost lease"
+
+
+def failure_reason(exc: BaseException, spec: ClipSpec | None, scratch: str | None) -> str:
+    """The clip row's error, in one line. The row says which clip it is, so its name and scratch folder are
+    left out: equal causes then read the same and group together (/api/failures, `farm status`)."""
+    reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    if scratch:
+        reason = reason.replace(scratch, "<scratch>")
+    if spec is not None:
+        reason = reason.replace(spec.name, "<clip>")
+    return reason[:1000]
 
 
 def hand_back(clip_id: int, ctx: WorkerContext) -> str:

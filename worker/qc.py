@@ -24,7 +24,6 @@ Statistics (the manifest's "qc" object and the clips table's `qc` column):
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -36,8 +35,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from farm.core.errors import FarmError
+from farm.core.spec import CLIP_LENGTH
 from farm.render.camera import project_with_info
 from farm.render.job import BACKGROUND_DEPTH
+from worker.clip_files import BadClipFile, one_line, read_info, read_manifest, read_pass
 
 if TYPE_CHECKING:
     from farm.core.storage import Storage
@@ -46,7 +47,7 @@ MAX_LABEL = 24
 # How far stored joints2D may lie from the projection of joints3D: the surreal convention rounds them to whole
 # pixels (as the original did), the clean one stores the float32 projection itself.
 REPROJECTION_TOLERANCE_PX = {"surreal": 0.5 + 1e-3, "clean": 1e-2}
-PASSES = (("depth", "depth", 2), ("segm", "segm", 2), ("gtflow", "flow", 3), ("normal", "normal", 3))
+PASSES = (("depth", "depth"), ("segm", "segm"), ("gtflow", "flow"), ("normal", "normal"))
 CLIP_FILES = (".mp4", "_info.mat", "_depth.mat", "_segm.mat", "_gtflow.mat", "_normal.mat", "_manifest.json")
 
 
@@ -96,11 +97,12 @@ def _per_frame(mask: np.ndarray) -> np.ndarray:
     return np.count_nonzero(mask.reshape(len(mask), -1), axis=1)
 
 
-def decode_video(path: Path) -> tuple[int, int, int]:
-    """Decode the whole mp4 once: (frames, width, height). Raises if ffmpeg cannot read it."""
+def decode_video(path: Path, max_frames: int | None = None) -> tuple[int, int, int]:
+    """Decode the mp4 once, at most `max_frames` frames of it: (frames, width, height). Raises if ffmpeg cannot
+    read it (worker/video.py's `decoded`: H.264 in an mp4 only)."""
     from worker.video import decoded
 
-    with decoded(path) as (width, height, frames):
+    with decoded(path, max_frames) as (width, height, frames):
         count = 0
         for frame in frames:
             if len(frame) != width * height * 3:
@@ -358,13 +360,18 @@ class Gate:
         self._check_people(per_person.get("joints2D"), visible, bbox, stats)
         if video is not None:
             try:
-                count, w, h = decode_video(video)
+                # one frame past the spec's count shows there are more, and bounds the work
+                count, w, h = decode_video(video, (frames or CLIP_LENGTH) + 1)
+            except BadClipFile as exc:
+                problems.append(f"the mp4 does not decode (it {exc.problem}).")
             except Exception as exc:
-                problems.append(f"the mp4 does not decode ({str(exc).strip().splitlines()[-1][:200]}).")
+                problems.append(f"the mp4 does not decode ({one_line(exc)}).")
             else:
                 if (w, h) != (width, height):
                     problems.append(f"the mp4's frames are {w}x{h}, want {width}x{height}.")
-                if frames is not None and count != frames:
+                if frames is not None and count > frames:
+                    problems.append(f"the mp4 holds more than the {frames} frames the spec says.")
+                elif frames is not None and count != frames:
                     problems.append(f"the mp4 decodes to {count} frames, the spec says {frames}.")
         return Quality(stats, problems)
 
@@ -402,72 +409,39 @@ def assess(
 # ---- stored files (`farm qc`) ----
 
 
-def _load_mat(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    import scipy.io
-
-    if not path.is_file():
-        problems.append(f"{path.name} is missing.")
-        return None
+def _read(problems: list[str], read: Callable[..., Any], path: Path, *args: Any) -> Any:
+    """read(path, *args) of the shared reader (worker/clip_files.py), or None with its sentence a problem."""
     try:
-        return scipy.io.loadmat(path)
-    except Exception as exc:
-        problems.append(f"{path.name} cannot be read ({type(exc).__name__}: {str(exc)[:200]}).")
+        return read(path, *args)
+    except BadClipFile as exc:
+        problems.append(f"{exc.path.name} {exc.problem}.")
         return None
-
-
-def _stack_frames(
-    content: dict[str, Any], prefix: str, ndim: int, file: str, problems: list[str]
-) -> np.ndarray | None:
-    """`<prefix>_1 .. <prefix>_T` of a pass file as one (T, ...) array; gaps and odd shapes are problems."""
-    numbers = sorted(
-        int(k[len(prefix) + 1 :])
-        for k in content
-        if k.startswith(f"{prefix}_") and k[len(prefix) + 1 :].isdigit()
-    )
-    if not numbers:
-        problems.append(f"{file} holds no {prefix}_<n> frames.")
-        return None
-    if numbers != list(range(1, len(numbers) + 1)):
-        missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
-        problems.append(
-            f"{file} lacks {prefix}_{missing[0]}"
-            + (f" and {len(missing) - 1} more frames." if len(missing) > 1 else ".")
-        )
-        return None
-    frames = [np.asarray(content[f"{prefix}_{n}"]) for n in numbers]
-    if len({(f.shape, f.dtype) for f in frames}) != 1 or frames[0].ndim != ndim:
-        problems.append(f"{file} holds {prefix} frames of differing or wrong shapes.")
-        return None
-    return np.stack(frames)
 
 
 def assess_files(folder: Path, name: str) -> Quality:
-    """Check the clip `name`'s files in `folder` (as written: `<name>.mp4`, `<name>_info.mat`, ...)."""
-    from farm.core.spec import ClipSpec
-
+    """Check the clip `name`'s files in `folder` (as written: `<name>.mp4`, `<name>_info.mat`, ...), read with
+    the bounds their spec gives (worker/clip_files.py)."""
     problems: list[str] = []
     frames: int | None = None
     convention: str | None = None
     size = (320, 240)
     people = 1
-    manifest_path = folder / f"{name}_manifest.json"
     try:
-        manifest = json.loads(manifest_path.read_text())
-        spec = ClipSpec.model_validate(manifest["spec"])
+        spec, manifest, _ = read_manifest(folder, name)
+    except BadClipFile as exc:
+        problems.append(f"{exc.path.name} {exc.problem}.")
+    else:
         frames, size, people = spec.frame_count, (spec.camera.width, spec.camera.height), len(spec.people)
         convention = manifest.get("convention") or spec.convention
         if convention not in REPROJECTION_TOLERANCE_PX:
-            problems.append(f"{manifest_path.name} names an unknown convention {convention!r}.")
+            problems.append(f"{name}_manifest.json names an unknown convention {convention!r}.")
             convention = None
-    except FileNotFoundError:
-        problems.append(f"{manifest_path.name} is missing.")
-    except Exception as exc:
-        problems.append(
-            f"{manifest_path.name} is not a valid manifest ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
-        )
+    limit = frames or CLIP_LENGTH  # without a spec, no file may hold more than the longest clip
 
     joints2d = reprojected = visible = bbox = None
-    info = _load_mat(folder / f"{name}_info.mat", problems)
+    info = _read(
+        problems, read_info, folder / f"{name}_info.mat", limit, people, False
+    )  # the gate checks shapes
     if info is not None:
         # (P,) 2|3 x 24 x T -> (P,) T x 24 x 2|3; a one-person clip has no person axis
         order = (2, 1, 0) if people == 1 else (0, 3, 2, 1)
@@ -479,7 +453,7 @@ def assess_files(folder: Path, name: str) -> Quality:
                 reprojected = project_with_info(convention, cam_loc, joints3d)
         except Exception as exc:
             problems.append(
-                f"{name}_info.mat lacks usable joints2D, joints3D or camLoc ({type(exc).__name__}: {exc})."
+                f"{name}_info.mat lacks usable joints2D, joints3D or camLoc ({type(exc).__name__}: {one_line(exc)})."
             )
             joints2d = reprojected = None
         if frames is None and joints2d is not None:
@@ -488,11 +462,11 @@ def assess_files(folder: Path, name: str) -> Quality:
         visible = np.asarray(info["visible"], bool) if "visible" in info else None
         bbox = np.asarray(info["bbox"], np.float32) if "bbox" in info else None
     passes: dict[str, np.ndarray | None] = {"inst": None}
-    for prefix, array, ndim in PASSES + ((("inst", "inst", 2),) if people > 1 else ()):
-        file = f"{name}_{prefix}.mat"
-        content = _load_mat(folder / file, problems)
-        passes[array] = None if content is None else _stack_frames(content, prefix, ndim, file, problems)
-        del content
+    for prefix, array in PASSES + ((("inst", "inst"),) if people > 1 else ()):
+        # n <= limit frames; the gate names a count other than the spec's
+        passes[array] = _read(
+            problems, read_pass, folder / f"{name}_{prefix}.mat", prefix, limit, *size, False
+        )
     video = folder / f"{name}.mp4"
     if not video.is_file():
         problems.append(f"{video.name} is missing.")

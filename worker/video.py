@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from farm.core.spec import CLIP_LENGTH
+from worker.clip_files import BadClipFile, one_line
+
 CRF = 23
 
 
@@ -52,21 +55,53 @@ def write_mp4(path: Path, rgb: np.ndarray, fps: int) -> None:
 
 
 @contextmanager
-def decoded(path: Path) -> Iterator[tuple[int, int, Iterator[bytes]]]:
-    """(width, height, frames) of an mp4 as imageio_ffmpeg.read_frames decodes it: rgb24 bytes per frame."""
+def decoded(path: Path, max_frames: int | None = None) -> Iterator[tuple[int, int, Iterator[bytes]]]:
+    """(width, height, frames) of an mp4 as imageio_ffmpeg.read_frames decodes it: rgb24 bytes per frame,
+    never more than `max_frames` of them. Only H.264 in an mp4 is read, whatever the file's name says: the mp4
+    demuxer is forced, so ffmpeg refuses an image, a playlist or another container named .mp4 instead of
+    opening it as what it is. BadClipFile in one sentence otherwise."""
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(path))
+    if not Path(path).is_file():
+        raise BadClipFile(path, "is missing")
+    reader = imageio_ffmpeg.read_frames(
+        str(path),
+        input_params=["-f", "mp4"],
+        output_params=["-frames:v", str(max_frames)] if max_frames else None,
+    )
     try:
-        meta = next(reader)
+        try:
+            meta = next(reader)
+        except (OSError, RuntimeError, StopIteration) as exc:
+            raise BadClipFile(path, f"is not a readable mp4 ({one_line(exc)})") from None
+        if meta.get("codec") != "h264":
+            raise BadClipFile(path, f"holds {meta.get('codec')!r:.40} video, not H.264")
         width, height = (int(v) for v in meta["size"])
         yield width, height, reader
     finally:
         reader.close()
 
 
-def read_mp4(path: Path, width: int, height: int) -> np.ndarray:
-    """Decode an mp4 back to (T, H, W, 3) uint8 (tests and contact sheets)."""
-    with decoded(path) as (_, _, frames):
-        data = b"".join(frames)
-    return np.frombuffer(data, np.uint8).reshape(-1, height, width, 3)
+def read_mp4(path: Path, width: int, height: int, frames: int | None = None) -> np.ndarray:
+    """Decode an mp4 back to (T, H, W, 3) uint8: it must be width x height and hold `frames` frames (None: 1 up
+    to CLIP_LENGTH), or a BadClipFile in one sentence naming it. Decoding stops one frame past that, so a long
+    or large file costs no more than the expected one."""
+    limit = frames or CLIP_LENGTH
+    out: list[np.ndarray] = []
+    try:
+        with decoded(path, limit + 1) as (w, h, stream):
+            if (w, h) != (width, height):  # before a frame is decoded
+                raise BadClipFile(path, f"is {w}x{h}, not the {width}x{height} its spec says")
+            for frame in stream:
+                if len(out) == limit:
+                    raise BadClipFile(path, f"holds more than the {limit} frames its spec says")
+                out.append(np.frombuffer(frame, np.uint8).reshape(height, width, 3))
+    except BadClipFile:
+        raise
+    except Exception as exc:
+        raise BadClipFile(path, f"cannot be decoded ({one_line(exc)})") from None
+    if not out:
+        raise BadClipFile(path, "holds no frames")
+    if frames is not None and len(out) != frames:
+        raise BadClipFile(path, f"holds {len(out)} frames, not the {frames} its spec says")
+    return np.stack(out)

@@ -1,8 +1,10 @@
 """Safe reading of untrusted files: .npz files lazily (array headers without the data, single arrays without
-pickles), and images checked whole and below a pixel cap before they are decoded (decompression bombs)."""
+pickles and below a size cap), and images of the accepted formats only, checked whole and below a pixel cap
+before they are decoded (decompression bombs)."""
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +15,13 @@ from farm.core.errors import FarmError
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
+
+# An array read from an .npz is at most this large (SURREAL's longest pose array, 22,948 frames x 72 float64,
+# is 13 MB): a header may declare any size, and numpy allocates it before reading the data.
+MAX_ARRAY_BYTES = 1 << 30
+# What PIL may open an untrusted image as, decided by its content (scheduler/assets.py's IMAGE_SUFFIXES): an EPS
+# named .jpg would otherwise be opened as EPS, which runs Ghostscript where it is installed.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -57,16 +66,45 @@ def array_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     return headers
 
 
-def read_array(path: Path, key: str) -> np.ndarray:
-    """One array of an .npz, never unpickling anything."""
+def read_array(path: Path, key: str, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
+    """One array of an .npz, never unpickling anything, and never allocating more than `max_bytes`: numpy's
+    reader allocates whatever the member's header declares before reading a byte of data, so the declared
+    size is checked first (against the cap and the member's own size) and the data read into that array."""
     with _open_zip(path) as archive:
         try:
-            with archive.open(f"{key}.npy") as stream:
-                return np.lib.format.read_array(stream, allow_pickle=False)
+            member = archive.getinfo(f"{key}.npy")
         except KeyError as exc:
             raise FarmError(
                 f"{path} has no array {key!r}; was it re-exported since it was imported?"
             ) from exc
+        try:
+            with archive.open(member) as stream:
+                major, _minor = np.lib.format.read_magic(stream)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read_header(stream)
+                if dtype.hasobject:
+                    raise FarmError(
+                        f"{path} holds Python objects in {key!r}; only numeric arrays are accepted"
+                    )
+                declared = math.prod(shape) * dtype.itemsize
+                if declared > min(max_bytes, member.file_size):
+                    raise FarmError(
+                        f"{path}: the array {key!r} declares {'x'.join(map(str, shape))} {dtype} "
+                        f"({declared:,} bytes), more than its {member.file_size:,}-byte member or the "
+                        f"{max_bytes:,} bytes allowed; re-export the file"
+                    )
+                array = np.empty(shape, dtype, order="F" if fortran else "C")
+                data = array.reshape(-1, order="A").view(np.uint8) if declared else None  # its bytes
+                done = 0
+                while data is not None and done < declared:
+                    chunk = stream.read(min(declared - done, 1 << 20))
+                    if not chunk:
+                        raise EOFError(f"the data ends after {done:,} of {declared:,} bytes")
+                    data[done : done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                    done += len(chunk)
+                return array
         except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
             raise FarmError(f"{path}: cannot read the array {key!r} ({exc}); re-download the file") from exc
 
@@ -83,7 +121,7 @@ def open_image(path: Path, what: str, max_pixels: int) -> PILImage.Image:
         raise FarmError(f"the {what} image {path} does not exist; check the path or import the {what}s again")
     image = None
     try:
-        with Image.open(path) as probe:  # reads the header only
+        with Image.open(path, formats=IMAGE_FORMATS) as probe:  # reads the header only
             w, h = probe.size
             if w * h > max_pixels:
                 raise FarmError(
@@ -91,12 +129,16 @@ def open_image(path: Path, what: str, max_pixels: int) -> PILImage.Image:
                     "scale it down and try again"
                 )
             probe.verify()  # reads the whole file and checks its structure without decoding pixels
-        image = Image.open(path)
+        image = Image.open(path, formats=IMAGE_FORMATS)
         image.load()
         return image
     except FarmError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise FarmError(
+            f"the {what} image {path} is not a JPEG, PNG, WebP or BMP image by its content; replace it with one"
+        ) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if image is not None:
             image.close()
         raise FarmError(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,19 +120,32 @@ def _image(rgb: np.ndarray, kind: str) -> bytes:
     return buf.getvalue()
 
 
+def sample_key(clip_id: int, spec: Any) -> str:
+    """The prefix of a clip's sample keys: readable, and unique because it ends in the database id (names repeat
+    across runs and catalogs). Only [A-Za-z0-9_-] is kept: webdataset splits a member name at its first dot."""
+    readable = f"{spec.catalog}-{spec.split}-run{spec.run}-{spec.name}"
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', readable)}-id{clip_id}"
+
+
 def shard_samples(
-    clip: dict[str, np.ndarray], name: str, meta: dict[str, Any], image: str
+    clip: dict[str, np.ndarray], key: str, meta: dict[str, Any], image: str
 ) -> Iterator[dict[str, bytes]]:
-    """One WebDataset sample per frame: `__key__` and {extension: bytes}."""
+    """One WebDataset sample per frame: `__key__` (`<key>-fNNN`) and {extension: bytes}."""
     for f in range(len(clip["segm"])):
-        sample = {"__key__": f"{name}_f{f:03d}".encode(), f"rgb.{image}": _image(clip["rgb"][f], image)}
+        sample = {"__key__": f"{key}-f{f:03d}".encode(), f"rgb.{image}": _image(clip["rgb"][f], image)}
         sample.update({f"{k.lower()}.npy": _npy(clip[k][f]) for k in ARRAYS})
         sample["json"] = json.dumps({**meta, "frame": f}).encode()
         yield sample
 
 
+# An export's shards, and the partial ones a killed export left
+SHARD_FILE = re.compile(r"(train|test)-\d{6}\.tar|\.(train|test)-\d{6}\.tar\.partial")
+
+
 class ShardWriter:
-    """Tar shards `<prefix>-NNNNNN.tar` of `per_shard` samples each, written as they fill."""
+    """Tar shards `<prefix>-NNNNNN.tar` of `per_shard` samples each, written as they fill. Each is written as
+    `.<prefix>-NNNNNN.tar.partial` and renamed when complete, so a crash never leaves a partial shard that looks
+    whole; leaving the `with` block on an error removes the one being written."""
 
     def __init__(self, folder: Path, prefix: str, per_shard: int) -> None:
         self.folder, self.prefix, self.per_shard = folder, prefix, per_shard
@@ -138,12 +153,27 @@ class ShardWriter:
         self.count = 0
         self.shards: list[Path] = []
 
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            self.close()
+        elif self.tar is not None:
+            self.tar.fileobj.close()  # not tar.close(): no end blocks on a failure
+            self.tar = None
+            self.partial.unlink(missing_ok=True)
+
+    @property
+    def partial(self) -> Path:
+        return self.shards[-1].with_name(f".{self.shards[-1].name}.partial")
+
     def write(self, sample: dict[str, bytes]) -> None:
         if self.tar is None or self.count % self.per_shard == 0:
             self.close()
-            path = self.folder / f"{self.prefix}-{len(self.shards):06d}.tar"
-            self.shards.append(path)
-            self.tar = tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)
+            self.shards.append(self.folder / f"{self.prefix}-{len(self.shards):06d}.tar")
+            # PAX: a key longer than ustar's 100 characters gets a header instead of failing
+            self.tar = tarfile.open(self.partial, "w", format=tarfile.PAX_FORMAT)
         key = sample["__key__"].decode()
         for ext, data in sample.items():
             if ext == "__key__":
@@ -157,6 +187,9 @@ class ShardWriter:
         if self.tar is not None:
             self.tar.close()
             self.tar = None
+            with self.partial.open("rb") as done:  # on disk before it gets its final name
+                os.fsync(done.fileno())
+            self.partial.replace(self.shards[-1])
 
 
 @app.command("shards")
@@ -194,22 +227,33 @@ def export_shards(
         for split in ("train", "test"):
             chosen = [c for c in clips if c.split == split]
             order = [chosen[i] for i in rng.permutation(len(chosen))]
-            writer = ShardWriter(out, split, frames_per_shard)
-            for start in range(0, len(order), mix_clips):
-                window: list[dict[str, bytes]] = []
-                for clip in order[start : start + mix_clips]:
-                    ref = fetch_clip(storage, clip.spec, Path(tmp))
-                    meta = {"clip": ref.name, "split": split, "run": ref.spec.run, "sequence": ref.spec.sequence,
-                            "convention": "clean", "written_in": ref.convention, "qc": ref.qc}  # fmt: skip
-                    window.extend(shard_samples(load_clip(ref), ref.name, meta, image))
-                for i in rng.permutation(len(window)):
-                    writer.write(window[i])
-                    bar.advance(task)
-            writer.close()
+            with ShardWriter(out, split, frames_per_shard) as writer:
+                for start in range(0, len(order), mix_clips):
+                    window: list[dict[str, bytes]] = []
+                    for clip in order[start : start + mix_clips]:
+                        ref = fetch_clip(storage, clip.spec, Path(tmp))
+                        meta = {"clip": ref.name, "clip_id": clip.id, "split": split, "run": ref.spec.run,
+                                "sequence": ref.spec.sequence, "convention": "clean", "written_in": ref.convention,
+                                "qc": ref.qc}  # fmt: skip
+                        window.extend(
+                            shard_samples(load_clip(ref), sample_key(clip.id, ref.spec), meta, image)
+                        )
+                    for i in rng.permutation(len(window)):
+                        writer.write(window[i])
+                        bar.advance(task)
             written[split] = writer.shards
+    # The folder holds exactly this export: an earlier, larger one's extra shards would be read with it.
+    mine = {p for shards in written.values() for p in shards}
+    stale = sorted(p for p in out.iterdir() if SHARD_FILE.fullmatch(p.name) and p not in mine)
+    for path in stale:
+        path.unlink()
     for split, shards in written.items():
         if shards:
             stdout.print(
                 f"{split}: {plural(len(shards), 'shard')} in {out} ({split}-{{000000..{len(shards) - 1:06d}}}.tar)",
                 highlight=False,
             )
+    stdout.print(
+        f"wrote {plural(len(mine), 'shard')}, removed {plural(len(stale), 'stale shard')} of an earlier export",
+        highlight=False,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -283,6 +284,17 @@ def status(as_json: JsonOption = False) -> None:
     _print_status(report)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: object, lines: bool = False) -> str:
+    """Text from the database or an exception, safe to print with rich: control characters (an ESC sequence
+    would drive the terminal; newlines too unless `lines`) become U+FFFD, and markup-like brackets
+    ("[/data/bg.jpg]") are escaped."""
+    return escape((_CONTROL_BUT_LINES if lines else _CONTROL).sub("\ufffd", str(text)))
+
+
 def _print_status(report: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -291,15 +303,16 @@ def _print_status(report: dict[str, Any]) -> None:
     table = Table("split / run", "clips done", "clips planned", "frames done", "frames planned")
     for split, part in report["splits"].items():
         table.add_row(
-            split, *(f"{part[k]:,}" for k in ("clips_done", "clips_planned", "frames_done", "frames_planned"))
+            shown(split),
+            *(f"{part[k]:,}" for k in ("clips_done", "clips_planned", "frames_done", "frames_planned")),
         )
         for run, rp in sorted(part["runs"].items()):
             table.add_row(
-                f"  {run}",
+                f"  {shown(run)}",
                 *(f"{rp[k]:,}" for k in ("clips_done", "clips_planned", "frames_done", "frames_planned")),
             )
     out.print(table)
-    out.print("clips: " + ", ".join(f"{state} {n:,}" for state, n in report["clips"].items()))
+    out.print("clips: " + ", ".join(f"{shown(state)} {n:,}" for state, n in report["clips"].items()))
     out.print(
         f"done clips with the body out of frame in more than half their frames: {report['body_out_of_frame']:,}"
     )
@@ -311,9 +324,12 @@ def _print_status(report: dict[str, Any]) -> None:
         f"{tp['rendering_seconds'] / 60:.1f} min of rendering ({tp['frames_per_second']:.2f} frames/s); ETA {eta_text}"
     )
     for failure in report["failures"]:
-        out.print(f"[red]failed[/] {plural(failure['clips'], 'clip')}: {failure['reason']}")
+        out.print(f"[red]failed[/] {plural(failure['clips'], 'clip')}: {shown(failure['reason'])}")
     for paused in report["paused_workers"]:
-        out.print(f"[yellow]paused[/] worker {paused['name']} until {paused['until']}: it {paused['reason']}")
+        out.print(
+            f"[yellow]paused[/] worker {shown(paused['name'])} until {shown(paused['until'])}: "
+            f"it {shown(paused['reason'])}"
+        )
 
 
 # Celery's own options go after `--`; an unknown option before it is a mistake (exit 2), not Celery's.
@@ -530,7 +546,7 @@ def _usage_sentence(exc: typer.TyperException) -> str:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {shown(message, lines=True)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

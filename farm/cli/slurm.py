@@ -1,14 +1,18 @@
 """`farm slurm script`: an sbatch script that runs `farm worker`s on a Slurm cluster against the central services.
 
 The script asks for N nodes with one task per GPU (one worker each), exports the farm's non-secret FARM_*
-settings as they are where it was written, sources an env file on the shared file system for the secrets, and
+settings as they are where it was written, loads an env file on the shared file system for the secrets, and
 starts every worker as a task of one `srun` step, from this environment's `farm` or an Apptainer image.
+The env file is read by `farm slurm env` (python-dotenv, values as written), never sourced by bash: a password
+holding `$`, a backtick or `;` arrives as written, and the job reads the file as `farm slurm script` checked it.
+Every value the script holds is quoted for bash or refused.
 Slurm sends the steps SIGTERM `--stop-before` seconds before the time limit (`#SBATCH --signal`): Celery's warm
 shutdown finishes the clip in hand, the worker exits, and the job ends.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shlex
@@ -25,8 +29,10 @@ app = typer.Typer(help="Run workers on a Slurm cluster.", no_args_is_help=True)
 
 # A FARM_* variable with one of these in its name holds a secret (FARM_DASHBOARD_AUTH, ...).
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "AUTH", "KEY")
-SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:@%+=/-]+$")  # what may follow `#SBATCH --option=`
-TIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
+SAFE_VALUE = re.compile(r"[A-Za-z0-9_.,:@%+=/-]+")  # what may follow `#SBATCH --option=` (fullmatch)
+TIME = re.compile(r"(?:([0-9]+)-)?([0-9]+):([0-5][0-9]):([0-5][0-9])")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what bash can export
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a newline would end a comment, an #SBATCH line or the heredoc
 
 TEMPLATE = """\
 #!/bin/bash
@@ -57,15 +63,20 @@ srun --export=ALL --label --kill-on-bad-exit=0 --nodes={nodes} --ntasks-per-node
 
 ENV_FILE_BLOCK = """
 # The secrets (database and broker passwords, S3 keys, FARM_DASHBOARD_AUTH) live in this file on the shared
-# file system (shell syntax, KEY=value lines, mode 0600); it is read when the job starts and overrides the above.
+# file system (KEY=value lines, mode 0600); it is read when the job starts and overrides the above. The farm
+# reads it with python-dotenv and prints each variable as `export NAME='value'`, quoted for bash, so that its
+# values arrive as written ($, backticks, ; and spaces included): bash never reads the file itself.
 FARM_ENV_FILE={env_file}
 if [ ! -r "$FARM_ENV_FILE" ]; then
     echo "farm slurm: cannot read the env file $FARM_ENV_FILE (it must be on a file system this node mounts)" >&2
     exit 1
 fi
-set -a
-. "$FARM_ENV_FILE"
-set +a
+secrets=$({env_command} < "$FARM_ENV_FILE") || {{
+    echo "farm slurm: cannot load the env file $FARM_ENV_FILE" >&2
+    exit 1
+}}
+eval "$secrets"
+unset secrets
 """
 
 # Task i of a node takes the i-th GPU Slurm gave the job there (CUDA_VISIBLE_DEVICES lists them, numbered in
@@ -95,7 +106,7 @@ def is_secret(name: str, value: str) -> bool:
 
 
 def _seconds(time: str) -> int:
-    match = TIME.match(time)
+    match = TIME.fullmatch(time)
     if match is None:
         raise BadUsage(f"--time {time!r} must be HH:MM:SS or D-HH:MM:SS, e.g. 24:00:00")
     days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
@@ -103,19 +114,55 @@ def _seconds(time: str) -> int:
 
 
 def _checked(option: str, value: str | None) -> str | None:
-    if value is not None and not SAFE_VALUE.match(value):
-        raise FarmError(f"{option} {value!r} holds characters an #SBATCH line cannot take")
+    if value is not None and not SAFE_VALUE.fullmatch(value):
+        raise BadUsage(f"{option} {value!r} holds characters an #SBATCH line cannot take")
     return value
 
 
-def _env_file_values(env_file: Path) -> dict[str, str]:
-    from dotenv import dotenv_values
+def _one_line(option: str, value: str) -> str:
+    if CONTROL.search(value):
+        raise BadUsage(
+            f"{option} {value!r} holds a newline or another control character, which the script cannot hold"
+        )
+    return value
 
+
+def read_env(data: bytes, where: str) -> dict[str, str]:
+    """An env file's variables as python-dotenv parses them, values as written.
+
+    No `${VAR}` expansion: a value means the same on the login node that checks it and on the compute node
+    that loads it. What bash cannot export is refused, naming the line; a name without `=` sets nothing, as
+    with python-dotenv's load_dotenv.
+    """
+    from dotenv.parser import parse_stream
+
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise FarmError(f"{where} is not UTF-8 text") from None
+    values: dict[str, str | None] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        line, name, value = binding.original.line, binding.key, binding.value
+        if binding.error:
+            raise FarmError(f"line {line} of {where} is not a KEY=value line python-dotenv can read")
+        if name is None:
+            continue  # a blank line or a comment
+        if not NAME.fullmatch(name):
+            raise FarmError(
+                f"line {line} of {where}: {name!r} is not a variable name (letters, digits and _, not first a digit)"
+            )
+        if value is not None and "\0" in value:
+            raise FarmError(f"line {line} of {where}: the value of {name} holds a NUL, which no variable can")
+        values[name] = value
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _env_file_values(env_file: Path) -> dict[str, str]:
     if not env_file.is_file():
         raise FarmError(
             f"--env-file {env_file} does not exist; write the secrets there first (KEY=value lines, mode 0600)"
         )
-    values = {k: v or "" for k, v in dotenv_values(env_file).items()}
+    values = read_env(env_file.read_bytes(), str(env_file))
     if env_file.stat().st_mode & 0o077:
         from farm.cli.console import err
 
@@ -134,6 +181,10 @@ def _farm_command(image: Path | None, device: str) -> list[str]:
         if found is None:
             raise FarmError("no `farm` next to this Python or on PATH; install the farm or pass --image")
         farm = Path(found)
+    if CONTROL.search(str(farm.absolute())):
+        raise FarmError(
+            f"the farm's path {str(farm)!r} holds a control character; install it elsewhere or pass --image"
+        )
     return [str(farm.absolute())]
 
 
@@ -166,11 +217,19 @@ def write_script(
         _checked(option, value)
     _checked("--output", output)
     for line in sbatch:
-        if "\n" in line or not line.startswith("-"):
+        if CONTROL.search(line) or not line.startswith("-"):
             raise BadUsage(f"--sbatch {line!r} must be one sbatch option such as --mem=32G")
+    for option, path in (("--image", image), ("--env-file", env_file)):
+        if path is not None:
+            _one_line(option, str(path))
 
     from_file = _env_file_values(env_file) if env_file is not None else {}
     farm_vars = {k: v for k, v in sorted(environ.items()) if k.startswith("FARM_") and k != "FARM_DEVICE"}
+    for name in farm_vars:
+        if not NAME.fullmatch(name):
+            raise FarmError(
+                f"the environment variable {name!r} is not a variable name bash can export; unset it"
+            )
     secrets = [k for k, v in farm_vars.items() if is_secret(k, v)]
     missing = [k for k in secrets if k not in from_file]
     if missing:
@@ -199,7 +258,10 @@ def write_script(
         for name, value in (("partition", partition), ("account", account))
         if value
     )
-    command = [*_farm_command(image, device), "worker", "--device", device, "--concurrency", "1"]
+    farm = _farm_command(image, device)
+    command = [*farm, "worker", "--device", device, "--concurrency", "1"]
+    # The env file is loaded by the batch step, on the host; it needs no GPU.
+    env_command = [*(farm if image is None else ["apptainer", "exec", str(image), "farm"]), "slurm", "env"]
     script = TEMPLATE.format(
         script_name=script_name,
         nodes=nodes,
@@ -214,7 +276,9 @@ def write_script(
         output=output,
         extra="".join(f"#SBATCH {line}\n" for line in sbatch),
         exports=exports or "# (none set)",
-        env_file_block=ENV_FILE_BLOCK.format(env_file=shlex.quote(str(env_file.absolute())))
+        env_file_block=ENV_FILE_BLOCK.format(
+            env_file=shlex.quote(str(env_file.absolute())), env_command=shlex.join(env_command)
+        )
         if env_file is not None
         else "",
         gpu_block=GPU_BLOCK if gpu else "",
@@ -244,7 +308,8 @@ def script(
     env_file: Annotated[
         Path | None,
         typer.Option(
-            help="Env file on the shared file system with the secrets; the job sources it at start."
+            help="Env file on the shared file system with the secrets (KEY=value lines, read by python-dotenv "
+            "with values as written); the job loads it at start."
         ),
     ] = None,
     cpus_per_worker: Annotated[
@@ -270,6 +335,8 @@ def script(
     from farm.cli.console import out as stdout
     from farm.core.settings import get_settings
 
+    if out is not None:
+        _one_line("--out", str(out))  # its name is in the script's first comment
     text, secrets = write_script(
         nodes=nodes,
         gpus_per_node=gpus_per_node,
@@ -296,5 +363,24 @@ def script(
     if out is None:
         typer.echo(text, nl=False)
         return
-    out.write_text(text)
+    # Written whole or not at all: a temporary file next to it, renamed over it.
+    partial = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with partial.open("x") as file:
+            file.write(text)
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise FarmError(f"cannot write --out {out}: {exc.strerror or exc}") from None
     stdout.print(f"wrote {out}; submit it with `sbatch {out}`", highlight=False, soft_wrap=True)
+
+
+@app.command("env")
+def env() -> None:
+    """Print an env file (standard input) as bash `export NAME='value'` lines, values as python-dotenv reads them.
+
+    The job of `farm slurm script` loads its --env-file so: bash never reads the file, and the job reads it as
+    the script command checked it."""
+    values = read_env(sys.stdin.buffer.read(), "the env file")
+    sys.stdout.buffer.write("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()).encode())
+    sys.stdout.buffer.flush()

@@ -53,6 +53,14 @@ def get_engine(url: str, autocommit: bool = False) -> Engine:
             f"FARM_DATABASE_URL {safe_url(url)!r} is not a database URL; use e.g. "
             "postgresql+psycopg://user@host/db or sqlite:///farm.db"
         ) from exc
+    except ValueError:  # the port is not a number (host:abc)
+        parsed = None
+    # A bad port is a bad setting, not an unreachable server (the driver would fail it as a connection error).
+    if parsed is None or (parsed.port is not None and not 1 <= parsed.port <= 65535):
+        raise FarmError(
+            f"FARM_DATABASE_URL {safe_url(url)!r} has a port that is not a number from 1 to 65535; "
+            "fix the URL, e.g. postgresql+psycopg://user@host:5432/db"
+        )
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver we ship
     if parsed.drivername.startswith("sqlite"):

@@ -15,9 +15,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationError,
     model_serializer,
     model_validator,
 )
+
+from farm.core.errors import FarmError
 
 SPEC_VERSION = 2  # 2 added `convention`; version 1 clips were rendered in what is now "clean"
 FPS = 30
@@ -100,7 +103,7 @@ class Person(Frozen):
 
 class ClipSpec(Frozen):
     spec_version: int = SPEC_VERSION
-    name: str  # "<sequence>_c<NNNN>"
+    name: SafeName  # "<sequence>_c<NNNN>": it names files and the worker's scratch folder (_name_form)
     catalog: SafeName
     sequence: SafeName
     split: Split
@@ -132,6 +135,15 @@ class ClipSpec(Frozen):
             return {**data, "convention": "clean"}
         return data
 
+    @model_validator(mode="after")
+    def _name_form(self) -> ClipSpec:
+        """The name is its sequence's and a clip number, as clip_name makes it: nothing else reaches a path."""
+        if not re.fullmatch(re.escape(self.sequence) + r"_c[0-9]{4,}", self.name):
+            raise ValueError(
+                f"the clip name {self.name!r} is not {self.sequence}_c<NNNN> (its sequence and a clip number)"
+            )
+        return self
+
     @model_serializer(mode="wrap")
     def _one_person_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
         """A one-person spec is stored exactly as before people existed."""
@@ -156,3 +168,17 @@ class ClipSpec(Frozen):
 
 def clip_name(sequence: str, clip_index: int) -> str:
     return f"{sequence}_c{clip_index + 1:04d}"
+
+
+def parse_spec(data: object) -> ClipSpec:
+    """A stored spec (the database's, a manifest's), validated; one that is not valid, such as a name holding
+    '../', is refused in one sentence (a FarmError) instead of pydantic's multi-line report."""
+    try:
+        return ClipSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise FarmError(
+            f"a stored clip spec is not valid ({where + ': ' if where else ''}{message}); it cannot be used"
+        ) from None

@@ -31,7 +31,7 @@ from farm.core.db import ready_engine, safe_url, session_scope, utcnow
 from farm.core.errors import FarmError
 from farm.core.models import ClipStatus
 from farm.core.settings import Settings
-from farm.core.spec import ClipSpec
+from farm.core.spec import parse_spec
 from farm.core.storage import open_storage
 from farm.dashboard.metrics import metrics_text
 from farm.dashboard.progress import farm_status
@@ -53,8 +53,8 @@ TEMPLATES = Loader(str(Path(__file__).with_name("templates")))
 
 
 def thumbnail_key(spec: Any) -> str:
-    """Where a finished clip's thumbnail lives in storage, next to its outputs."""
-    clip = ClipSpec.model_validate(spec)
+    """Where a finished clip's thumbnail lives in storage, next to its outputs (a FarmError for a bad spec)."""
+    clip = parse_spec(spec)
     return f"{clip.output_dir}/{clip.name}_thumb.jpg"
 
 
@@ -78,7 +78,11 @@ class Bookkeeper:
             spec = done_clip_spec(session, clip_id)
         if spec is None:
             return None
-        key = thumbnail_key(spec)
+        try:
+            key = thumbnail_key(spec)
+        except FarmError as exc:  # a spec the farm refuses (say a name with '../') names no thumbnail
+            log.warning("clip %s has no thumbnail: %s", clip_id, exc)
+            return None
         try:
             return self.storage.read_bytes(key)
         except Exception as exc:  # a missing thumbnail must not break the page; the log says why
@@ -92,6 +96,11 @@ class Base(tornado.web.RequestHandler):
     def initialize(self, keeper: Bookkeeper) -> None:
         self.keeper = keeper
         self.target = keeper.settings.target_frames
+
+    def set_default_headers(self) -> None:
+        # On every response, errors included: a browser must not sniff a thumbnail (bytes anyone with the
+        # bucket's credentials wrote) or a JSON error into HTML.
+        self.set_header("X-Content-Type-Options", "nosniff")
 
     def prepare(self) -> None:
         auth = self.keeper.settings.dashboard_auth

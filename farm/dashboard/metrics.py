@@ -79,7 +79,9 @@ def metrics_text(session: Session, target_frames: int, now: datetime) -> bytes:
             )
         )
     families.append(
-        GaugeMetricFamily("farm_workers_seen", "Workers that have ever sent a heartbeat.", value=len(seen))
+        GaugeMetricFamily(
+            "farm_workers_seen", "Workers that sent a heartbeat within the last day.", value=len(seen)
+        )
     )
     families.append(
         GaugeMetricFamily(

@@ -23,6 +23,10 @@ BUCKET = timedelta(minutes=10)
 HISTORY = timedelta(hours=24)
 # A worker renews its heartbeat while it renders; one silent this long has probably died.
 WORKER_STALE = timedelta(minutes=5)
+# Workers silent (stopped or dead) longer than this are not listed: each recycled pool process is a new
+# host:pid, so /api/workers and /metrics' labels would grow forever. New workers delete such rows
+# (worker/claims.py, FORGET_WORKERS_S); the clips keep their workers' names.
+WORKER_FORGOTTEN = timedelta(days=1)
 NAMES_PER_REASON = 50
 RENDER_SECONDS_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600)
 CLIP_PAGE = 100
@@ -98,11 +102,13 @@ def failures(session: Session, names_per_reason: int = NAMES_PER_REASON) -> list
 
 
 def workers(session: Session, now: datetime) -> list[dict[str, Any]]:
-    """Every worker the farm has seen, latest heartbeat first. What each renders and how many clips it finished
-    are read from the clips, which always say it (the heartbeat only says the worker is alive)."""
+    """Every worker seen within WORKER_FORGOTTEN, latest heartbeat first. What each renders and how many clips
+    it finished are read from the clips, which always say it (the heartbeat only says the worker is alive)."""
     paused_now = case((WorkerRecord.paused_until > db_now(), 1), else_=0)  # in the database's time
     seen = session.execute(
-        select(WorkerRecord, paused_now).order_by(WorkerRecord.last_seen_at.desc(), WorkerRecord.name)
+        select(WorkerRecord, paused_now)
+        .where(WorkerRecord.last_seen_at >= now - WORKER_FORGOTTEN)
+        .order_by(WorkerRecord.last_seen_at.desc(), WorkerRecord.name)
     ).all()
     rendering = {
         worker: (clip_id, name)  # ordered by start, so a stale running clip gives way to the newer one

@@ -21,7 +21,7 @@ from farm.dataset.clips import (
 )
 
 if TYPE_CHECKING:
-    from farm.dataset.torch_data import SurrealClips, loader
+    from farm.dataset.torch_data import StoredClip, SurrealClips, loader
 
 __all__ = [
     "DEPTH_BINS",
@@ -30,6 +30,7 @@ __all__ = [
     "PART14_NAMES",
     "ClipFileError",
     "ClipRef",
+    "StoredClip",
     "SurrealClips",
     "depth_bins",
     "load_clip",
@@ -39,7 +40,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("SurrealClips", "loader"):
+    if name in ("StoredClip", "SurrealClips", "loader"):
         from farm.dataset import torch_data
 
         return getattr(torch_data, name)

@@ -25,7 +25,6 @@ What an item means (the clean convention of farm/render/__init__.py and the READ
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +43,9 @@ from farm.render.camera import (
     yaw_matrix,
     zup_from_motion,
 )
+from worker.clip_files import BadClipFile, manifest_frames, read_info, read_pass
+from worker.clip_files import read_manifest as read_clip_manifest
+from worker.video import read_mp4
 
 if TYPE_CHECKING:
     from farm.core.storage import Storage
@@ -97,20 +99,25 @@ class ClipRef:
 
     @property
     def frames(self) -> int:
-        return int(self.manifest.get("frames") or self.spec.frame_count)
+        """The manifest's frame count, 1 up to the spec's (a manifest is as untrusted as the clip's files)."""
+        try:
+            return manifest_frames(self.folder / f"{self.name}_manifest.json", self.manifest, self.spec)
+        except BadClipFile as exc:
+            raise _clip_error(exc) from None
+
+
+def _clip_error(exc: BadClipFile) -> ClipFileError:
+    """The shared reader's sentence (worker/clip_files.py), with what to do about it."""
+    if exc.problem == "is missing":
+        return ClipFileError(f"{exc}; render the clip again or leave it out")
+    return ClipFileError(f"{exc}; it is corrupt, render the clip again")
 
 
 def read_manifest(folder: Path, name: str) -> ClipRef:
-    path = folder / f"{name}_manifest.json"
-    if not path.is_file():
-        raise ClipFileError(f"{path} is missing; render the clip again or leave its folder out")
     try:
-        manifest = json.loads(path.read_text())
-        spec = ClipSpec.model_validate(manifest["spec"])
-    except Exception as exc:
-        raise ClipFileError(
-            f"{path} is not a valid manifest ({type(exc).__name__}); render the clip again"
-        ) from None
+        spec, manifest, _ = read_clip_manifest(folder, name)  # also checks its frame count against the spec
+    except BadClipFile as exc:
+        raise _clip_error(exc) from None
     return ClipRef(folder, name, spec, manifest)
 
 
@@ -136,42 +143,13 @@ def fetch_clip(storage: Storage, spec: dict[str, Any], cache: Path) -> ClipRef:
     return read_manifest(folder, parsed.name)
 
 
-def _load_mat(path: Path) -> dict[str, Any]:
-    import scipy.io
-
-    if not path.is_file():
-        raise ClipFileError(f"{path} is missing; render the clip again or leave it out")
+def _read(read: Callable[..., Any], path: Path, *args: Any) -> Any:
+    """read(path, *args) of the shared reader of the clip's files (worker/clip_files.py, worker/video.py),
+    which bounds every file by the spec; its refusal as a ClipFileError."""
     try:
-        return scipy.io.loadmat(path)
-    except Exception as exc:
-        raise ClipFileError(
-            f"{path} cannot be read ({type(exc).__name__}); it is corrupt, render the clip again"
-        ) from None
-
-
-def _frames(content: dict[str, Any], prefix: str, count: int, path: Path) -> np.ndarray:
-    try:
-        return np.stack([np.asarray(content[f"{prefix}_{n}"]) for n in range(1, count + 1)])
-    except Exception as exc:
-        raise ClipFileError(
-            f"{path} lacks {prefix}_1..{prefix}_{count} of one shape ({type(exc).__name__}); render the clip again"
-        ) from None
-
-
-def _decode_rgb(path: Path, frames: int, width: int, height: int) -> np.ndarray:
-    from worker.video import read_mp4
-
-    if not path.is_file():
-        raise ClipFileError(f"{path} is missing; render the clip again or leave it out")
-    try:
-        rgb = read_mp4(path, width, height)
-    except Exception as exc:
-        raise ClipFileError(
-            f"{path} cannot be decoded ({type(exc).__name__}); it is corrupt, render the clip again"
-        ) from None
-    if len(rgb) < frames:
-        raise ClipFileError(f"{path} holds {len(rgb)} frames, not {frames}; render the clip again")
-    return rgb[:frames]
+        return read(path, *args)
+    except BadClipFile as exc:
+        raise _clip_error(exc) from None
 
 
 def surreal_to_clean(spec: ClipSpec, pelvis0_world: np.ndarray) -> tuple[np.ndarray, np.ndarray, Camera]:
@@ -242,7 +220,7 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
     W, H = spec.camera.width, spec.camera.height
     P = len(spec.people)
     info_path = ref.folder / f"{ref.name}_info.mat"
-    info = _load_mat(info_path)
+    info = _read(read_info, info_path, T, P)
     try:
         stored = np.asarray(info["joints3D"], np.float64)
         people3d = (stored[None] if P == 1 else stored).transpose(0, 3, 2, 1)[:, :T]  # (P, T, 24, 3)
@@ -258,12 +236,11 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
         ) from None
     out: dict[str, np.ndarray] = {}
     for prefix, key in PASS_FILES + ((("inst", "inst"),) if P > 1 else ()):
-        path = ref.folder / f"{ref.name}_{prefix}.mat"
-        out[key] = _frames(_load_mat(path), prefix, T, path)
+        out[key] = _read(read_pass, ref.folder / f"{ref.name}_{prefix}.mat", prefix, T, W, H)
     if P == 1:
         out["inst"] = (out["segm"] > 0).astype(np.uint8)
     if with_rgb:
-        out["rgb"] = _decode_rgb(ref.folder / f"{ref.name}.mp4", T, W, H)
+        out["rgb"] = _read(read_mp4, ref.folder / f"{ref.name}.mp4", W, H, T)
     K, R, t, clean3d = clean_camera(ref, people3d)
     joints3d = clean3d[0] if P == 1 else clean3d.transpose(1, 0, 2, 3)  # (T, 24, 3) or (T, P, 24, 3)
     if ref.convention == "surreal":

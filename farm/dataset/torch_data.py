@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from farm.core.errors import FarmError
+from farm.core.files import file_digest
+from farm.core.spec import ClipSpec, parse_spec
 from farm.core.storage import Storage
 from farm.dataset.clips import (
     FILTER_FIELDS,
@@ -26,13 +32,29 @@ from farm.dataset.clips import (
 )
 
 
+@dataclass(frozen=True)
+class StoredClip:
+    """A done clip as the database holds it (what `SurrealClips.from_farm` reads): its spec, the quality gate's
+    statistics, and its files' {key: {"size", "sha256"}}, which every downloaded or cached file must match."""
+
+    spec: dict[str, Any]
+    qc: dict[str, Any] | None = None
+    checksums: dict[str, Any] | None = None
+
+
 class SurrealClips(Dataset[dict[str, Any]]):
     """Rendered clips as tensors of the clean convention (farm/dataset/clips.py says what each value means).
 
     `root`: a local output folder (every clip under it, found by its manifest), or a farm Storage with `specs`
-    (the clips' spec dicts, as `SurrealClips.from_farm` reads them from the database). `index`: "frame" (an
-    item is one frame) or "clip" (an item is the whole clip, arrays with a leading T axis). `split`, `runs` and
-    `where` (filters such as "frames_with_body>=0.9", over spec fields and QC statistics) choose the clips.
+    (`StoredClip`s, as `SurrealClips.from_farm` reads them from the database, or bare spec dicts). `index`:
+    "frame" (an item is one frame) or "clip" (an item is the whole clip, arrays with a leading T axis). `split`,
+    `runs` and `where` (filters such as "frames_with_body>=0.9", over spec fields and QC statistics) choose the
+    clips; for a StoredClip they are applied before anything is downloaded.
+
+    From S3, clips are downloaded into `download_dir`, or else into a temporary folder that is removed when the
+    dataset is closed (`close()`) or garbage-collected. Downloaded and cached files are checked against a
+    StoredClip's size and sha256 (a cached copy that differs is downloaded again once; a download that differs
+    is refused); bare spec dicts carry no record, so their files are not checked.
 
     Each clip's files (the mp4 included) are read and decoded once and kept for the next items of the same
     clip (`cache_clips` clips per process; each DataLoader worker has its own): iterate frames of a clip
@@ -42,7 +64,7 @@ class SurrealClips(Dataset[dict[str, Any]]):
     def __init__(
         self,
         root: str | Path | Storage,
-        specs: Iterable[dict[str, Any]] | None = None,
+        specs: Iterable[StoredClip | dict[str, Any]] | None = None,
         index: str = "frame",
         split: str | None = None,
         runs: Sequence[int] | None = None,
@@ -54,6 +76,15 @@ class SurrealClips(Dataset[dict[str, Any]]):
         if index not in ("frame", "clip"):
             raise FarmError(f"index {index!r} must be frame or clip")
         conditions = parse_filters(where, FILTER_FIELDS)
+
+        def chosen(spec: ClipSpec, qc: dict[str, Any] | None, filters: bool = True) -> bool:
+            return (
+                (split is None or spec.split == split)
+                and (runs is None or spec.run in runs)
+                and (not filters or matches(conditions, spec.model_dump(mode="json"), qc))
+            )
+
+        self.download_dir = download_dir
         if isinstance(root, (str, Path)):
             from worker.qc import clips_in_folder
 
@@ -61,16 +92,25 @@ class SurrealClips(Dataset[dict[str, Any]]):
             if not folder.is_dir():
                 raise FarmError(f"{folder} is not a folder of rendered clips; pass the output root")
             refs = [read_manifest(f, name) for f, name in clips_in_folder(folder)]
+            self.clips = [r for r in refs if chosen(r.spec, r.qc)]
         else:
-            cache = download_dir or Path(tempfile.mkdtemp(prefix="surreal-clips-"))
-            refs = [fetch_clip(root, spec, cache) for spec in specs or ()]
-        self.clips = [
-            r
-            for r in refs
-            if (split is None or r.spec.split == split)
-            and (runs is None or r.spec.run in runs)
-            and matches(conditions, r.spec.model_dump(mode="json"), r.qc)
-        ]
+            cache = download_dir
+            if cache is None:
+                cache = self.download_dir = Path(tempfile.mkdtemp(prefix="surreal-clips-"))
+                # Registered before any download, so a failing one leaves nothing behind either.
+                self._remove_download_dir = weakref.finalize(self, _remove_folder, cache, os.getpid())
+            self.clips = []
+            for item in specs or ():
+                # A StoredClip holds the database's qc, so it is chosen before any download; a bare spec's
+                # `where` waits for its manifest's qc.
+                known = isinstance(item, StoredClip)
+                stored = item if isinstance(item, StoredClip) else StoredClip(item)
+                spec = parse_spec(stored.spec)  # one sentence for a bad spec, e.g. a name holding '../'
+                if not chosen(spec, stored.qc, filters=known):
+                    continue
+                ref = fetch_checked(root, stored, spec, cache)
+                if known or chosen(ref.spec, ref.qc):
+                    self.clips.append(ref)
         self.index = index
         self.source = (
             f"{root}" + (f", split={split}" if split else "") + (f", where={list(where)}" if where else "")
@@ -79,6 +119,18 @@ class SurrealClips(Dataset[dict[str, Any]]):
         self.cache_clips = max(1, cache_clips)
         self.decodes = 0  # clips read and decoded by this process (a test counts them)
         self.keep(self.clips)
+
+    def close(self) -> None:
+        """Remove the temporary download folder, if this dataset made one (garbage collection does too)."""
+        remove = getattr(self, "_remove_download_dir", None)
+        if remove is not None:
+            remove()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker's copy (spawn) must not remove the main process' folder: the finalizer stays here.
+        state = dict(self.__dict__)
+        state.pop("_remove_download_dir", None)
+        return state
 
     def keep(self, clips: list[ClipRef]) -> None:
         """Use only these clips (of this dataset's own), for a held-out subset."""
@@ -97,11 +149,16 @@ class SurrealClips(Dataset[dict[str, Any]]):
         from farm.core.storage import open_storage
 
         settings = settings or get_settings()
+        query = select(Clip.spec, Clip.qc, Clip.checksums).where(Clip.status == ClipStatus.DONE)
+        if kwargs.get("split") is not None:  # the rest of the choice is made before any download too
+            query = query.where(Clip.split == kwargs["split"])
+        if kwargs.get("runs") is not None:
+            query = query.where(Clip.run.in_(list(kwargs["runs"])))
         with session_scope(settings.database_url) as session:
-            specs = list(
-                session.scalars(select(Clip.spec).where(Clip.status == ClipStatus.DONE).order_by(Clip.id))
-            )
-        return cls(open_storage(settings), specs, **kwargs)
+            rows = session.execute(query.order_by(Clip.id)).all()
+        # A done clip without checksums gets {}: its downloads are then refused, not taken unchecked.
+        clips = [StoredClip(spec, qc, checksums or {}) for spec, qc, checksums in rows]
+        return cls(open_storage(settings), clips, **kwargs)
 
     def __len__(self) -> int:
         return len(self.clips) if self.index == "clip" else len(self._items)
@@ -150,6 +207,56 @@ class SurrealClips(Dataset[dict[str, Any]]):
                 rng.shuffle(frames)
             out.extend(int(f) for f in frames)
         return out
+
+
+def _remove_folder(folder: Path, pid: int) -> None:
+    if os.getpid() == pid:  # not from a forked DataLoader worker's copy: the folder is the main process'
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fetch_checked(storage: Storage, stored: StoredClip, spec: ClipSpec, cache: Path) -> ClipRef:
+    """fetch_clip, after checking every file it would download or reuse from `cache` against the database's
+    size and sha256: a cached copy that differs is downloaded again once, a download that differs is refused
+    in one sentence naming the file. A local storage is read in place, unchecked, as fetch_clip does."""
+    from farm.core.storage import LocalStorage
+    from worker.qc import clip_suffixes
+
+    if stored.checksums is not None and not isinstance(storage, LocalStorage):
+        folder = cache / spec.output_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        for suffix in clip_suffixes(len(spec.people)):
+            key = f"{spec.output_dir}/{spec.name}{suffix}"
+            _download_checked(storage, key, folder / f"{spec.name}{suffix}", stored.checksums.get(key))
+    return fetch_clip(storage, stored.spec, cache)
+
+
+def _download_checked(storage: Storage, key: str, local: Path, recorded: Any) -> None:
+    if not (isinstance(recorded, dict) and {"size", "sha256"} <= recorded.keys()):
+        raise ClipFileError(
+            f"the database records no size and sha256 for {storage.uri(key)}, so its download cannot be "
+            "checked; run `farm verify` on the farm"
+        )
+    if local.is_file() and _matches(local, recorded):
+        return
+    local.unlink(missing_ok=True)  # a cached copy that differs (a torn or altered file) is fetched again
+    try:
+        storage.get_file(key, local)
+    except FarmError:
+        if storage.stat(key) is not None:
+            raise
+        return  # not in storage: left for the reader to name, as fetch_clip does
+    if not _matches(local, recorded):
+        local.unlink()
+        raise ClipFileError(
+            f"{storage.uri(key)} does not match the size and sha256 the database records for it; it was "
+            "changed or damaged in storage, so render the clip again"
+        )
+
+
+def _matches(path: Path, recorded: dict[str, Any]) -> bool:
+    if path.stat().st_size != recorded["size"]:
+        return False  # no need to read it
+    return file_digest(path)[0] == recorded["sha256"]
 
 
 def loader(dataset: SurrealClips, **kwargs: Any) -> Iterator[dict[str, Any]]:

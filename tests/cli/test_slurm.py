@@ -11,9 +11,11 @@ stopped at the end, also when the test fails.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -122,6 +124,156 @@ def test_bad_requests_are_refused(farm, farm_env, settings, args, complaint) -> 
     farm_env(**settings)
     result = farm("slurm", "script", *args)
     assert result.code != 0 and complaint in result.err, result.err
+
+
+# --- the env file and every value the script holds, through bash ------------------------------------------------
+
+
+def stubs(folder: Path, seen: Path) -> dict[str, str]:
+    """`apptainer` and `srun` on PATH for running a script as sbatch would: `apptainer exec IMAGE farm slurm env`
+    runs this environment's farm, `... farm worker` writes its environment to `seen` as JSON, and `srun` starts
+    one task of its `bash -c` command."""
+    folder.mkdir()
+    farm_bin = Path(sys.executable).parent / "farm"
+    (folder / "apptainer").write_text(
+        "#!/bin/bash\n"
+        'shift; [ "$1" = --nv ] && shift; shift 2\n'  # exec [--nv] IMAGE farm
+        f'if [ "$1" = slurm ]; then exec {shlex.quote(str(farm_bin))} "$@"; fi\n'
+        f"exec {shlex.quote(sys.executable)} -c 'import json, os, sys; "
+        f'json.dump(dict(os.environ), open(sys.argv[1], "w"))\' {shlex.quote(str(seen))}\n'
+    )
+    (folder / "srun").write_text(
+        '#!/bin/bash\nwhile [ "$1" != bash ]; do shift; done\n'
+        'export SLURM_PROCID=0 SLURM_LOCALID=0 SLURMD_NODENAME=node1\nexec "$@"\n'
+    )
+    for stub in folder.iterdir():
+        stub.chmod(0o755)
+    return {"PATH": f"{folder}:/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+
+
+def test_env_file_values_reach_the_workers_as_python_dotenv_reads_them(farm, farm_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dotenv import dotenv_values
+
+    marker = tmp_path / "ran"
+    touch = f"touch {marker}"
+    central(farm_env, note=f"$({touch}) `{touch}`; {touch} 'q' \"d\"\nsecond line")
+    env_file = tmp_path / "my secrets $HOME `x`.env"  # its path is quoted too
+    env_file.write_text(
+        f"FARM_DATABASE_URL='postgresql+psycopg://farm:p$ss`{touch}`@db/farm'\n"
+        f'FARM_BROKER_URL="redis://:a b;{touch};c@redis/0"\n'
+        "FARM_DASHBOARD_AUTH=admin:p$ss\n"
+        f"UNQUOTED=a b;{touch}\n"
+        f"BACKTICK=`{touch}`\n"
+        f"SUBST=$({touch})\n"
+        "BRACES=${HOME}x\n"
+        "SPACES='  a b  '\n"
+        'QUOTES="it\'s \\"quoted\\""\n'
+        "SINGLE='say \"hi\" $HOME'\n"
+        'ESCAPED_NEWLINE="line one\\nline two"\n'
+        "RAW_NEWLINE='first\nsecond\n'\n"
+        "export EXPORTED=yes # a comment\n"
+        "BACKSLASH=a\\b\n"
+        "UNICODE=pässwörd\n"
+        "EMPTY=\n"
+    )
+    env_file.chmod(0o600)
+    expected = dotenv_values(env_file, interpolate=False)
+    assert expected["FARM_DASHBOARD_AUTH"] == "admin:p$ss" and expected["UNQUOTED"] == f"a b;{touch}"
+    assert expected["SUBST"] == f"$({touch})" and expected["RAW_NEWLINE"] == "first\nsecond\n"
+    assert expected["ESCAPED_NEWLINE"] == "line one\nline two" and expected["QUOTES"] == 'it\'s "quoted"'
+    image = tmp_path / "my $image `x`.sif"
+    script = tmp_path / "workers.sbatch"
+    result = farm(
+        "slurm", "script", "--device", "cpu", "--image", str(image), "--env-file", str(env_file),
+        "--out", str(script),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "p$ss" not in script.read_text()
+    seen = tmp_path / "seen.json"
+    run = subprocess.run(
+        ["bash", str(script)], env=stubs(tmp_path / "bin", seen), cwd=tmp_path, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    environ = json.loads(seen.read_text())
+    for name, value in expected.items():
+        assert environ[name] == value, name
+    assert environ["FARM_NOTE"] == os.environ["FARM_NOTE"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        (b"OK=1\nBAD-NAME=1\n", "line 2 of"),
+        (b"'A B'=1\n", "line 1 of"),
+        (b"OK=1\n'A\nB'=1\n", "line 2 of"),
+        (b"1X=1\n", "line 1 of"),
+        (b'A="never closed\n', "line 1 of"),
+        (b"A=x\0y\n", "NUL"),
+        (b"A=\xff\n", "UTF-8"),
+    ],
+)
+def test_env_file_lines_bash_cannot_export_are_refused(
+    farm, farm_env, tmp_path, monkeypatch, text, complaint
+) -> None:  # type: ignore[no-untyped-def]
+    central(farm_env)
+    env_file = tmp_path / "secrets.env"
+    env_file.write_bytes(text)
+    env_file.chmod(0o600)
+    out = tmp_path / "workers.sbatch"
+    out.write_text("the script of before\n")
+    result = farm("slurm", "script", "--env-file", str(env_file), "--out", str(out))
+    assert result.code == 3 and complaint in result.err and str(env_file) in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert out.read_text() == "the script of before\n" and sorted(tmp_path.iterdir()) == sorted(
+        [out, env_file]
+    )
+    # The job's loader refuses the same file the same way.
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text)))
+    loaded = farm("slurm", "env")
+    assert loaded.code == 3 and complaint in loaded.err and loaded.out == "", loaded.err
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--image", "x.sif\nFARM_WORKER\n{touch}\n"),
+        ("--image", "x.sif\n"),
+        ("--partition", "gpu\n"),
+        ("--account", "vision\n{touch}"),
+        ("--job-name", "workers\n"),
+        ("--output", "job-%j.out\n{touch}"),
+        ("--time", "24:00:00\n"),
+        ("--sbatch", "--mem=1G\n{touch}"),
+        ("--env-file", "secrets.env\n{touch}"),
+        ("--out", "workers\n{touch}.sbatch"),
+    ],
+)
+def test_a_newline_in_an_option_is_refused_before_anything_is_written(
+    farm, farm_env, tmp_path, option, value
+) -> None:  # type: ignore[no-untyped-def]
+    central(farm_env)
+    marker = tmp_path / "ran"
+    result = farm("slurm", "script", "--device", "cpu", option, value.format(touch=f"touch {marker}"))
+    assert result.code == 2 and option in result.err and result.out == "", result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert not marker.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_farm_variable_whose_name_bash_cannot_export_is_refused(
+    farm, farm_env, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    central(farm_env)
+    monkeypatch.setenv(f"FARM_X;touch {tmp_path / 'ran'};Y", "1")
+    result = farm("slurm", "script")
+    assert result.code == 3 and "FARM_X;touch" in result.err and result.out == "", result.err
+
+
+def test_the_script_is_written_whole_or_not_at_all(farm, farm_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    central(farm_env)
+    result = farm("slurm", "script", "--out", str(tmp_path / "missing" / "workers.sbatch"))
+    assert result.code == 3 and "cannot write --out" in result.err, result.err
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- docker/farm.def ----------------------------------------------------------------------------------------------
@@ -339,8 +491,9 @@ def clip_rows(pg_url: str) -> list[dict[str, object]]:
 def test_the_script_runs_workers_on_slurm_that_render_a_clip_and_stop_on_sigterm(  # type: ignore[no-untyped-def]
     farm, pg_farm, pg_url, tmp_path, slurm
 ) -> None:
-    # The database URL carries a password (trust auth ignores it): the script must leave it to the env file.
-    secret_url = pg_url.replace("postgres@", "postgres:not-in-the-script@", 1)
+    # The database URL carries a password (trust auth ignores it): the script must leave it to the env file,
+    # which the job loads as written ($ and ; included, the line unquoted), not as bash would read it.
+    secret_url = pg_url.replace("postgres@", "postgres:not-in-the-script$x;false@", 1)
     pg_farm(storage_url=str(tmp_path / "output"), lease_seconds="10")
     folder = tmp_path / "motions"
     folder.mkdir()
@@ -350,7 +503,7 @@ def test_the_script_runs_workers_on_slurm_that_render_a_clip_and_stop_on_sigterm
     assert json.loads(queued.out)["new_clips"] == 1, queued.err
     pg_farm(database_url=secret_url)
     env_file = tmp_path / "secrets.env"
-    env_file.write_text(f"FARM_DATABASE_URL='{secret_url}'\n")
+    env_file.write_text(f"FARM_DATABASE_URL={secret_url}\n")
     env_file.chmod(0o600)
     script = tmp_path / "workers.sbatch"
     result = farm(
