@@ -214,7 +214,8 @@ def export_shards(
     from farm.cli.console import plural, progress_bar
     from farm.core.settings import get_settings
     from farm.core.storage import open_storage
-    from farm.dataset.clips import fetch_clip, load_clip
+    from farm.core.spec import parse_spec
+    from farm.dataset.clips import StoredClip, fetch_checked, load_clip
 
     clips = _done_clips(where)
     storage = open_storage(get_settings())
@@ -231,7 +232,8 @@ def export_shards(
                 for start in range(0, len(order), mix_clips):
                     window: list[dict[str, bytes]] = []
                     for clip in order[start : start + mix_clips]:
-                        ref = fetch_clip(storage, clip.spec, Path(tmp))
+                        stored = StoredClip(clip.spec, clip.qc, clip.checksums or {})  # downloads checked
+                        ref = fetch_checked(storage, stored, parse_spec(clip.spec), Path(tmp))
                         meta = {"clip": ref.name, "clip_id": clip.id, "split": split, "run": ref.spec.run,
                                 "sequence": ref.spec.sequence, "convention": "clean", "written_in": ref.convention,
                                 "qc": ref.qc}  # fmt: skip

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from farm.core.errors import FarmError
+from farm.core.files import file_digest
 from farm.core.spec import ClipSpec
 from farm.render.camera import (
     SURREAL_FROM_ZUP,
@@ -121,6 +122,16 @@ def read_manifest(folder: Path, name: str) -> ClipRef:
     return ClipRef(folder, name, spec, manifest)
 
 
+@dataclass(frozen=True)
+class StoredClip:
+    """A done clip as the database holds it (what `SurrealClips.from_farm` reads): its spec, the quality gate's
+    statistics, and its files' {key: {"size", "sha256"}}, which every downloaded or cached file must match."""
+
+    spec: dict[str, Any]
+    qc: dict[str, Any] | None = None
+    checksums: dict[str, Any] | None = None
+
+
 def fetch_clip(storage: Storage, spec: dict[str, Any], cache: Path) -> ClipRef:
     """A stored clip (its spec dict from the database): a local storage is read in place, S3 objects are
     downloaded once into `cache`. A missing object is left for the reader to name; a failing storage raises."""
@@ -141,6 +152,51 @@ def fetch_clip(storage: Storage, spec: dict[str, Any], cache: Path) -> ClipRef:
                 if storage.stat(key) is not None:
                     raise
     return read_manifest(folder, parsed.name)
+
+
+def fetch_checked(storage: Storage, stored: StoredClip, spec: ClipSpec, cache: Path) -> ClipRef:
+    """fetch_clip, after checking every file it would download or reuse from `cache` against the database's
+    size and sha256: a cached copy that differs is downloaded again once, a download that differs is refused
+    in one sentence naming the file. A local storage is read in place, unchecked, as fetch_clip does."""
+    from farm.core.storage import LocalStorage
+    from worker.qc import clip_suffixes
+
+    if stored.checksums is not None and not isinstance(storage, LocalStorage):
+        folder = cache / spec.output_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        for suffix in clip_suffixes(len(spec.people)):
+            key = f"{spec.output_dir}/{spec.name}{suffix}"
+            _download_checked(storage, key, folder / f"{spec.name}{suffix}", stored.checksums.get(key))
+    return fetch_clip(storage, stored.spec, cache)
+
+
+def _download_checked(storage: Storage, key: str, local: Path, recorded: Any) -> None:
+    if not (isinstance(recorded, dict) and {"size", "sha256"} <= recorded.keys()):
+        raise ClipFileError(
+            f"the database records no size and sha256 for {storage.uri(key)}, so its download cannot be "
+            "checked; run `farm verify` on the farm"
+        )
+    if local.is_file() and _matches(local, recorded):
+        return
+    local.unlink(missing_ok=True)  # a cached copy that differs (a torn or altered file) is fetched again
+    try:
+        storage.get_file(key, local)
+    except FarmError:
+        if storage.stat(key) is not None:
+            raise
+        return  # not in storage: left for the reader to name, as fetch_clip does
+    if not _matches(local, recorded):
+        local.unlink()
+        raise ClipFileError(
+            f"{storage.uri(key)} does not match the size and sha256 the database records for it; it was "
+            "changed or damaged in storage, so render the clip again"
+        )
+
+
+def _matches(path: Path, recorded: dict[str, Any]) -> bool:
+    if path.stat().st_size != recorded["size"]:
+        return False  # no need to read it
+    return file_digest(path)[0] == recorded["sha256"]
 
 
 def _read(read: Callable[..., Any], path: Path, *args: Any) -> Any:

@@ -8,7 +8,6 @@ import tempfile
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +16,19 @@ import torch
 from torch.utils.data import Dataset
 
 from farm.core.errors import FarmError
-from farm.core.files import file_digest
 from farm.core.spec import ClipSpec, parse_spec
 from farm.core.storage import Storage
 from farm.dataset.clips import (
     FILTER_FIELDS,
     ClipFileError,
     ClipRef,
-    fetch_clip,
+    StoredClip,
+    fetch_checked,
     load_clip,
     matches,
     parse_filters,
     read_manifest,
 )
-
-
-@dataclass(frozen=True)
-class StoredClip:
-    """A done clip as the database holds it (what `SurrealClips.from_farm` reads): its spec, the quality gate's
-    statistics, and its files' {key: {"size", "sha256"}}, which every downloaded or cached file must match."""
-
-    spec: dict[str, Any]
-    qc: dict[str, Any] | None = None
-    checksums: dict[str, Any] | None = None
 
 
 class SurrealClips(Dataset[dict[str, Any]]):
@@ -212,51 +201,6 @@ class SurrealClips(Dataset[dict[str, Any]]):
 def _remove_folder(folder: Path, pid: int) -> None:
     if os.getpid() == pid:  # not from a forked DataLoader worker's copy: the folder is the main process'
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def fetch_checked(storage: Storage, stored: StoredClip, spec: ClipSpec, cache: Path) -> ClipRef:
-    """fetch_clip, after checking every file it would download or reuse from `cache` against the database's
-    size and sha256: a cached copy that differs is downloaded again once, a download that differs is refused
-    in one sentence naming the file. A local storage is read in place, unchecked, as fetch_clip does."""
-    from farm.core.storage import LocalStorage
-    from worker.qc import clip_suffixes
-
-    if stored.checksums is not None and not isinstance(storage, LocalStorage):
-        folder = cache / spec.output_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        for suffix in clip_suffixes(len(spec.people)):
-            key = f"{spec.output_dir}/{spec.name}{suffix}"
-            _download_checked(storage, key, folder / f"{spec.name}{suffix}", stored.checksums.get(key))
-    return fetch_clip(storage, stored.spec, cache)
-
-
-def _download_checked(storage: Storage, key: str, local: Path, recorded: Any) -> None:
-    if not (isinstance(recorded, dict) and {"size", "sha256"} <= recorded.keys()):
-        raise ClipFileError(
-            f"the database records no size and sha256 for {storage.uri(key)}, so its download cannot be "
-            "checked; run `farm verify` on the farm"
-        )
-    if local.is_file() and _matches(local, recorded):
-        return
-    local.unlink(missing_ok=True)  # a cached copy that differs (a torn or altered file) is fetched again
-    try:
-        storage.get_file(key, local)
-    except FarmError:
-        if storage.stat(key) is not None:
-            raise
-        return  # not in storage: left for the reader to name, as fetch_clip does
-    if not _matches(local, recorded):
-        local.unlink()
-        raise ClipFileError(
-            f"{storage.uri(key)} does not match the size and sha256 the database records for it; it was "
-            "changed or damaged in storage, so render the clip again"
-        )
-
-
-def _matches(path: Path, recorded: dict[str, Any]) -> bool:
-    if path.stat().st_size != recorded["size"]:
-        return False  # no need to read it
-    return file_digest(path)[0] == recorded["sha256"]
 
 
 def loader(dataset: SurrealClips, **kwargs: Any) -> Iterator[dict[str, Any]]:
