@@ -544,11 +544,11 @@ def qc_stored(specs: Iterable[dict[str, Any]], storage: Storage, threads: int = 
     """The clips of these specs, read back from `storage` (farm.core.storage.Storage): a local folder is read in
     place, S3 objects are downloaded into a temporary folder first. A storage that fails (not merely a
     missing object) stops with its FarmError."""
-    from farm.core.spec import ClipSpec
+    from farm.core.spec import parse_spec
     from farm.core.storage import LocalStorage
 
     def one(raw: dict[str, Any]) -> ClipQuality:
-        spec = ClipSpec.model_validate(raw)
+        spec = parse_spec(raw)
         where = storage.uri(spec.output_dir)
         if isinstance(storage, LocalStorage):
             return ClipQuality(spec.name, where, assess_files(storage.root / spec.output_dir, spec.name))

@@ -144,12 +144,12 @@ def _report(settings: Settings, ids: list[int], folder: Path) -> dict[str, Any]:
 
     from farm.core.db import session_scope
     from farm.core.models import Clip
-    from farm.core.spec import ClipSpec
+    from farm.core.spec import parse_spec
     from worker.contact_sheet import contact_sheet_for_clip
 
     with session_scope(settings.database_url) as session:
         clips = session.scalars(select(Clip).where(Clip.id.in_(ids)).order_by(Clip.id)).all()
-        rows = [(c.name, c.status, c.frames_done, c.error, ClipSpec.model_validate(c.spec)) for c in clips]
+        rows = [(c.name, c.status, c.frames_done, c.error, parse_spec(c.spec)) for c in clips]
     output = Path(settings.storage_url)
     sheet = folder / "contact_sheet.png"
     done = [spec for _, status, _, _, spec in rows if status == "done"]

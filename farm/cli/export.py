@@ -61,12 +61,12 @@ def _done_clips(where: list[str] | None) -> list[Any]:
 
 def index_rows(clips: list[Any], storage: Any) -> list[dict[str, Any]]:
     """One row per clip: spec fields, QC statistics, and each file's URI, sha256 and size."""
-    from farm.core.spec import ClipSpec
+    from farm.core.spec import parse_spec
     from farm.dataset.clips import clip_fields
 
     rows = []
     for clip in clips:
-        spec = ClipSpec.model_validate(clip.spec)
+        spec = parse_spec(clip.spec)
         row: dict[str, Any] = {"clip_id": clip.id, **clip_fields(clip.spec, clip.qc)}
         row["shape"], row["light"] = list(spec.shape), list(spec.light)
         row["output_uri"] = clip.output_uri or storage.uri(spec.output_dir)
@@ -213,8 +213,8 @@ def export_shards(
     from farm.cli.console import out as stdout
     from farm.cli.console import plural, progress_bar
     from farm.core.settings import get_settings
-    from farm.core.storage import open_storage
     from farm.core.spec import parse_spec
+    from farm.core.storage import open_storage
     from farm.dataset.clips import StoredClip, fetch_checked, load_clip
 
     clips = _done_clips(where)

@@ -492,7 +492,7 @@ def demo(
         line = f"  {clip['name']}: {clip['status']}" + (
             f", {clip['frames']} frames" if clip["frames"] else ""
         )
-        err.print(line + (f" ({clip['error']})" if clip["error"] else ""), highlight=False)
+        err.print(shown(line + (f" ({clip['error']})" if clip["error"] else "")), highlight=False)
     err.print(f"output: {report['output']}", highlight=False, soft_wrap=True)
     if report["contact_sheet"]:
         err.print(f"contact sheet: {report['contact_sheet']}", highlight=False, soft_wrap=True)

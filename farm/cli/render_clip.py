@@ -9,7 +9,7 @@ import typer
 
 from farm.core.errors import BadUsage, FarmError
 from farm.core.settings import Device, Engine
-from farm.core.spec import ClipSpec, Convention
+from farm.core.spec import ClipSpec, Convention, parse_spec
 
 if TYPE_CHECKING:
     from farm.core.settings import Settings
@@ -39,7 +39,7 @@ def resolve_spec(settings: Settings, sequence: str, run: int, clip: int) -> tupl
             select(Clip).where(Clip.sequence_id == seq.id, Clip.run == run, Clip.clip_index == clip)
         ).first()
         if row is not None:
-            return ClipSpec.model_validate(row.spec), "database"
+            return parse_spec(row.spec), "database"
         planned = [p for p in clips_in_run(seq.mocap_frames, seq.mocap_rate, run) if p.clip_index == clip]
         if not planned:
             count = len(clips_in_run(seq.mocap_frames, seq.mocap_rate, run))

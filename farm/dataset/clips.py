@@ -35,7 +35,7 @@ import numpy as np
 
 from farm.core.errors import FarmError
 from farm.core.files import file_digest
-from farm.core.spec import ClipSpec
+from farm.core.spec import ClipSpec, parse_spec
 from farm.render.camera import (
     SURREAL_FROM_ZUP,
     Camera,
@@ -138,7 +138,7 @@ def fetch_clip(storage: Storage, spec: dict[str, Any], cache: Path) -> ClipRef:
     from farm.core.storage import LocalStorage
     from worker.qc import clip_suffixes
 
-    parsed = ClipSpec.model_validate(spec)
+    parsed = parse_spec(spec)
     if isinstance(storage, LocalStorage):
         return read_manifest(storage.root / parsed.output_dir, parsed.name)
     folder = cache / parsed.output_dir
