@@ -50,7 +50,7 @@ def test_make_demo_needs_no_sudo_and_its_closing_hint_runs_as_pasted(tmp_path):
         [sys.executable, "-c", block[1]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     assert example.returncode == 0, example.stderr[-3000:]
-    assert re.search(r"walk\S*_c\d{4}", example.stdout), example.stdout
+    assert re.search(r"_s01_01_c0001 tensor", example.stdout), example.stdout
 
 
 def test_the_first_commands_of_using_it_run_as_written_on_the_embedded_defaults(tmp_path):
