@@ -97,7 +97,10 @@ class SceneRenderer:
         r.use_sequencer = False
         r.film_transparent = True
         r.use_motion_blur = False  # the Vector pass needs motion blur off
-        r.use_persistent_data = True
+        # Off: with Cycles' persistent data a warm process rendered the next clip in the previous clip's texture
+        # (a new image, even a new image datablock, was not synced; tests/blender/test_warm_texture.py). It
+        # cost about 7 % of a clip's render time here.
+        r.use_persistent_data = False
         r.resolution_percentage = 100
         if o.threads:
             r.threads_mode = "FIXED"

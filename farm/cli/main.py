@@ -14,7 +14,7 @@ import typer.core
 from rich.markup import escape
 
 from farm import __version__
-from farm.cli import assets, dashboard, export, outputs, render_clip, slurm
+from farm.cli import assets, bundle, dashboard, export, jobs, outputs, render_clip, slurm
 from farm.cli.console import err, out, plural, progress_bar
 from farm.core.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, FarmError
 from farm.core.settings import Device, Settings, get_settings, with_convention
@@ -66,6 +66,8 @@ app.add_typer(catalog_app, name="catalog", rich_help_panel=PLAN)
 catalog_app.add_typer(catalog_import_app, name="import")
 app.add_typer(assets.app, name="assets", rich_help_panel=SETUP)
 app.add_typer(slurm.app, name="slurm", rich_help_panel=RUN)
+app.command("bundle", rich_help_panel=RUN)(bundle.bundle)
+app.add_typer(jobs.app, name="jobs", rich_help_panel=RUN)
 app.add_typer(export.app, name="export", rich_help_panel=CLIPS)
 app.command("render-clip", rich_help_panel=CLIPS)(render_clip.render_clip)
 app.command("verify", rich_help_panel=CLIPS)(outputs.verify)

@@ -82,6 +82,7 @@ CHECKED = {
     ("slurm", "script", "--time"): "5h",
     ("slurm", "script", "--stop-before"): "86400",  # not a minute shorter than the default 24:00:00
     ("slurm", "script", "--sbatch"): "mem=32G",
+    ("bundle", "--split"): "60Q",
 }
 # Options that take any value (names, selectors, free text); every other option must be in CHECKED or have
 # choices or a range, so that a new option with a fixed set of values is not left out of the test below.
