@@ -1,5 +1,5 @@
 """The GPU benchmark's rehearsal: `farm bundle --no-torch --split 60M` and jobs prepared here render, through
-benchmarks/gpu/run.sh, in a container with no network and no Python (the Debian 12 minbase stand-in), the
+benchmarks/gpu/run.sh, in a container with no network and no Python 3.11 (Debian 13, made here with mmdebstrap), the
 pieces copied in one at a time as the GPU machine gets them; the files pass `farm qc` and equal this
 machine's render of the same jobs (one warm renderer, clip after clip, as a worker renders) and `farm
 render-clip`'s of each clip byte for byte."""
@@ -20,19 +20,25 @@ from engine import Engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.blender, pytest.mark.timeout(1200)]
 FARM = str(Path(sys.executable).parent / "farm")
-IMAGE = "debian:12.12-slim"  # the stand-in: Debian minbase, no Python at all
+# Like the GPU machine: a newer system (Debian 13: a newer glibc) whose Python is not 3.11 (it is 3.13).
+IMAGE = "surreal-farm-rehearsal:trixie"
 PIECE = 60 * 2**20
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     engine = Engine()
     try:
         engine.start()
         if engine.docker("image", "inspect", IMAGE, check=False).returncode != 0:
-            engine.build_standins()
+            rootfs = tmp_path_factory.mktemp("trixie") / "rootfs.tar"
+            subprocess.run(
+                ["mmdebstrap", "--quiet", "--variant=minbase", "--include=python3", "trixie", str(rootfs)],
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+            engine.docker("import", str(rootfs), IMAGE, timeout=300)
     except Exception as exc:
-        service_missing("a Docker engine of the test's own with the Debian stand-in", exc)
+        service_missing("a Docker engine of the test's own with a Debian 13 image", exc)
     yield engine
     engine.stop()
 
@@ -78,8 +84,10 @@ def test_a_bundle_renders_travelling_jobs_without_network_or_python(engine: Engi
     engine.docker("rm", "-f", name, check=False)
     engine.docker("run", "-d", "--name", name, "--network", "none", IMAGE, "sleep", "infinity")
     try:
-        probe = engine.docker("exec", name, "sh", "-c", "command -v python3.11 python3 python", check=False)
-        assert probe.returncode != 0 and not probe.stdout.strip(), probe.stdout  # no Python of its own
+        probe = engine.docker(
+            "exec", name, "sh", "-c", "command -v python3.11; python3 --version", check=False
+        )
+        assert "/python3.11" not in probe.stdout and "Python 3.13" in probe.stdout, probe.stdout  # not 3.11
         engine.docker("exec", name, "mkdir", "-p", "/rehearsal/pieces", "/rehearsal/bench")
         for f in [*parts, pieces / "SHA256SUMS", pieces / "join.sh"]:  # one at a time, as the GPU machine
             engine.docker("cp", str(f), f"{name}:/rehearsal/pieces/{f.name}")
