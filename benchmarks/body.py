@@ -1,10 +1,11 @@
 """The body model: build time of the free bodies, and time to evaluate a 100-frame clip.
 
-    .venv/bin/python benchmarks/body.py [--cache DIR] [--rebuild] [-n 10]
+    .venv/bin/python benchmarks/body.py [--cache DIR] [--rebuild] [-n 10] [--small]
 
 Builds the free bodies into a scratch cache (or uses --cache DIR, building only if missing), then evaluates a
 100-frame clip of random poses per gender N times and prints the medians, with a texture's generation time.
 Target: a 100-frame clip in under 1 s on 2 CPU cores (the renderer needs >= 8 fps end to end).
+--small is -n 1, the quick run of `make test` (the build, about half a minute, stays whole).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="cache folder (default: a scratch one)")
     parser.add_argument("--rebuild", action="store_true", help="build even if the cache has the bodies")
     parser.add_argument("-n", type=int, default=10, help="evaluations per gender")
+    parser.add_argument("--small", action="store_true", help="a quick run: -n 1")
     args = parser.parse_args()
+    if args.small:
+        args.n = 1
 
     import torch
 

@@ -2,12 +2,14 @@
 
     .venv/bin/python benchmarks/bookkeeper.py [--pg postgresql+psycopg://postgres@127.0.0.1/postgres]
                                               [--redis redis://127.0.0.1:6379/0] [-n 20] [--keep]
+                                              [--clips N] [--small]
 
 Makes a scratch database, imports a SURREAL-shaped smpl_data.npz (zero poses) and enqueues cmu_all on a
 scratch Redis queue (deleted right away), then moves the clips into states with plain UPDATEs: 55% done
 (finished over the last 36 hours), 2% failed (five reasons), ~32 running, the rest queued, and 40 workers
 (32 alive), and vacuums. It serves the bookkeeper on a free local port, requests each endpoint N times and
 prints the medians. Target: every JSON endpoint under 100 ms. The scratch database is dropped unless --keep.
+--clips N enqueues only the plan's first N clips; --small is --clips 2000 -n 2, the quick run of `make test`.
 """
 
 from __future__ import annotations
@@ -77,14 +79,14 @@ ENDPOINTS = (
 )
 
 
-def fill(url: str) -> None:
+def fill(url: str, limit: list[str]) -> None:
     """Import and enqueue the paper's plan into the scratch database, then move clips into states."""
     from sqlalchemy import create_engine
     from surreal_data import write_surreal_npz
 
     with tempfile.TemporaryDirectory() as tmp:
         farm("catalog", "import", "surreal", str(write_surreal_npz(Path(tmp) / "smpl_data.npz")))
-        farm("enqueue", "--sequences", "cmu_all", "--json")
+        farm("enqueue", "--sequences", "cmu_all", "--json", *limit)
     reasons = ", ".join("'" + r.replace("'", "''") + "'" for r in REASONS)
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -114,7 +116,13 @@ def main() -> None:
     parser.add_argument("--redis", default=REDIS_URL)
     parser.add_argument("-n", type=int, default=20, help="requests per endpoint")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is printed)")
+    parser.add_argument(
+        "--clips", type=int, default=None, help="only the plan's first N clips (default: all)"
+    )
+    parser.add_argument("--small", action="store_true", help="a quick run: --clips 2000 -n 2")
     args = parser.parse_args()
+    if args.small:
+        args.clips, args.n = 2000, 2
 
     from bookkeeper_server import Background  # in tests/, which scratch puts on the path
     from rich.console import Console
@@ -129,7 +137,7 @@ def main() -> None:
         tempfile.TemporaryDirectory() as storage,
     ):
         start = time.perf_counter()
-        fill(scratch.database_url)
+        fill(scratch.database_url, ["--limit", str(args.clips)] if args.clips else [])
         fill_seconds = time.perf_counter() - start
         with db.session_scope(scratch.database_url) as session:
             counts = dict(session.execute(text("SELECT status, count(*) FROM clips GROUP BY status")).all())

@@ -1,6 +1,6 @@
 """Claims and completions through the real PostgreSQL and Redis with 16 worker processes.
 
-    .venv/bin/python benchmarks/farm_load.py [--clips 2000] [--processes 16] [--workers 2] [--scratch DIR]
+    .venv/bin/python benchmarks/farm_load.py [--clips 2000] [--processes 16] [--workers 2] [--scratch DIR] [--small]
 
 The workers render nothing: they run the farm's own claim/store/complete protocol (worker/process.py) with
 `quick_test_producer`, a stand-in that writes one small text file per clip. It lives only in this file, so
@@ -13,7 +13,8 @@ its own on 2 cores (`--workers 1`).
 
 The local storage and the workers' temporary folders go under --scratch, by default /dev/shm (memory): on
 this VM's disk, 16 processes fsyncing 2,000 small files measure the disk, not the database and broker.
-Pass --scratch /tmp to include the disk.
+Pass --scratch /tmp to include the disk. --small is --clips 100 --processes 2 --workers 1, the quick run of
+`make test`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scratch import PG_ADMIN_URL, REDIS_URL, ROOT, farm, scratch_farm
+from _paths import ROOT
+from scratch import PG_ADMIN_URL, REDIS_URL, farm, scratch_farm
 
 
 def quick_test_producer(spec, folder: Path) -> tuple[list[Path], int, None]:  # type: ignore[no-untyped-def]
@@ -73,7 +75,12 @@ def main() -> None:
     )
     parser.add_argument("--pg", default=PG_ADMIN_URL)
     parser.add_argument("--redis", default=REDIS_URL)
+    parser.add_argument(
+        "--small", action="store_true", help="a quick run: --clips 100 --processes 2 --workers 1"
+    )
     args = parser.parse_args()
+    if args.small:
+        args.clips, args.processes, args.workers = 100, 2, 1
 
     from rich.console import Console
     from rich.table import Table

@@ -1,6 +1,6 @@
 """Renderer benchmark: prints a table for 100-frame clips at 320x240 of the free body on built-in motion.
 
-    .venv/bin/python benchmarks/render.py [--clips 20] [--frames 100] [--engine cycles] [--device cpu]
+    .venv/bin/python benchmarks/render.py [--clips 20] [--frames 100] [--engine cycles] [--device cpu] [--small]
 
 - bare Blender rate: Blender's own animation render of a clip's frames (no pass decoding, no files), with the
   same Blender processes as the end-to-end run (farm.render.client.ParallelRenderer), and for reference in one
@@ -13,7 +13,8 @@
 - two people: the end-to-end rate of clips holding a second person (another clip's motion, body and texture,
   placed behind-left of the first), in the same warm process, beside the one-person rate.
 Targets: end-to-end >= 25 frames/s on a 2-core machine and >= 95% of the bare rate (issue 17; issue 4 asked
-8 f/s and 80%), last clip's RSS within 10% of the 5th.
+8 f/s and 80%), last clip's RSS within 10% of the 5th. --small is --clips 2 --frames 4 --two-person-clips 1,
+the quick run of `make test`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _paths  # noqa: F401  (the checkout first on sys.path)
 
-from farm.assets.builtin_motions import builtin_library  # noqa: E402
-from farm.core.spec import CameraSpec, ClipSpec, MotionRef  # noqa: E402
-from farm.render.client import ParallelRenderer  # noqa: E402
-from farm.render.job import RenderOptions, render_processes  # noqa: E402
-from farm.render.prepare import prepare_clip  # noqa: E402
-from worker.output import ClipWriter  # noqa: E402
+from farm.assets.builtin_motions import builtin_library
+from farm.core.spec import CameraSpec, ClipSpec, MotionRef
+from farm.render.client import ParallelRenderer
+from farm.render.job import RenderOptions, render_processes
+from farm.render.prepare import prepare_clip
+from worker.output import ClipWriter
 
 
 def clip_specs(count: int, frames: int) -> list[ClipSpec]:
@@ -109,7 +110,12 @@ def main() -> None:
     ap.add_argument(
         "--processes", type=int, default=0, help="Blender processes per clip (0: the farm's default)"
     )
+    ap.add_argument(
+        "--small", action="store_true", help="a quick run: --clips 2 --frames 4 --two-person-clips 1"
+    )
     args = ap.parse_args()
+    if args.small:
+        args.clips, args.frames, args.two_person_clips = 2, 4, 1
     processes = render_processes(args.device, args.engine, args.processes)
     options = RenderOptions(
         engine=args.engine,

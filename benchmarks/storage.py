@@ -1,32 +1,28 @@
 """Storage throughput on a real SeaweedFS (`weed mini`, started here) and on a local folder.
 
-    .venv/bin/python benchmarks/storage.py [--clips 12] [--workers 1,4,8]
+    .venv/bin/python benchmarks/storage.py [--clips 12] [--workers 1,4,8] [--small]
 
 One "clip" is a SURREAL-sized set of files of incompressible bytes (an mp4 and the ground-truth arrays;
 about 27 MB). For each number of concurrent uploaders (threads, as several worker processes would be) it
 uploads every clip's files with put_new (the workers' create-only write) and prints MB/s and clips/s, then
 times an idempotent re-put of the same files (nothing is sent), a quick check (stat: one HEAD per object)
-and a deep one (download + sha256).
+and a deep one (download + sha256). --small is --clips 1 --workers 1,2, the quick run of `make test`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+import _paths  # noqa: F401  (the checkout, then tests/, first on sys.path)
+from seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
-from seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3  # noqa: E402
-
-from farm.core.storage import LocalStorage, S3Storage, Storage  # noqa: E402
+from farm.core.storage import LocalStorage, S3Storage, Storage
 
 # name suffix -> size in bytes, roughly one 100-frame 320x240 SURREAL clip
 CLIP_FILES = {
@@ -88,7 +84,10 @@ def main() -> None:
     )
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--workers", default="1,4,8")
+    parser.add_argument("--small", action="store_true", help="a quick run: --clips 1 --workers 1,2")
     args = parser.parse_args()
+    if args.small:
+        args.clips, args.workers = 1, "1,2"
     workers = [int(w) for w in args.workers.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp:
