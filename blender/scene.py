@@ -97,10 +97,7 @@ class SceneRenderer:
         r.use_sequencer = False
         r.film_transparent = True
         r.use_motion_blur = False  # the Vector pass needs motion blur off
-        # Off: with Cycles' persistent data a warm process rendered the next clip in the previous clip's texture
-        # (a new image, even a new image datablock, was not synced; tests/blender/test_warm_texture.py). It
-        # cost about 7 % of a clip's render time here.
-        r.use_persistent_data = False
+        r.use_persistent_data = True  # freed whenever the texture changes (_set_texture)
         r.resolution_percentage = 100
         if o.threads:
             r.threads_mode = "FIXED"
@@ -345,6 +342,12 @@ class SceneRenderer:
         img.pixels.foreach_set(rgba.ravel())  # type: ignore[attr-defined]  # stubs: pixels is a float
         img.update()
         slot.texture_key = key
+        # Cycles' persistent data does not see new pixels (nor a new image): a warm process rendered the next
+        # clip in the previous clip's texture (tests/blender/test_warm_texture.py). Turning it off frees it, so
+        # the next render syncs the scene again; the frames after that reuse it.
+        render = self.scene.render
+        render.use_persistent_data = False
+        render.use_persistent_data = True
 
     def _set_people(self, job: RenderJob) -> list[BodyMesh]:
         """One slot per person, with their mesh and texture; bodies of slots the clip does not use are removed."""
