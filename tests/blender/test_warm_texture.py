@@ -1,6 +1,6 @@
 """A warm Blender's next clip with another texture: found by the bundle's rehearsal (issue 25), where a
 second clip rendered after a first in one process came out in the first clip's clothes (Cycles' persistent
-data kept the image's old pixels; blender/scene.py now makes a new image for each new texture)."""
+data kept the image's old pixels; blender/scene.py now frees that data whenever a texture changes)."""
 
 from __future__ import annotations
 
