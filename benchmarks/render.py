@@ -11,10 +11,12 @@
   scene build) and in a warm one;
 - memory: RSS of the warm Blender process after each of N consecutive clips (5th vs last);
 - two people: the end-to-end rate of clips holding a second person (another clip's motion, body and texture,
-  placed behind-left of the first), in the same warm process, beside the one-person rate.
+  placed behind-left of the first), in the same warm process, beside the one-person rate;
+- issue 26's options (VARIANTS: each camera motion mode, motion blur, the correspondence file), each on the
+  same --variant-clips clips as the static default, in turns in the same warm process.
 Targets: end-to-end >= 25 frames/s on a 2-core machine and >= 95% of the bare rate (issue 17; issue 4 asked
 8 f/s and 80%), last clip's RSS within 10% of the 5th. --small is --clips 2 --frames 4 --two-person-clips 1,
-the quick run of `make test`.
+--variant-clips 1, the quick run of `make test`.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ import time
 from pathlib import Path
 
 import _paths  # noqa: F401  (the checkout first on sys.path)
+import numpy as np
 
 from farm.assets.builtin_motions import builtin_library
 from farm.core.spec import CameraSpec, ClipSpec, MotionRef
 from farm.render.client import ParallelRenderer
 from farm.render.job import RenderOptions, render_processes
 from farm.render.prepare import prepare_clip
+from scheduler.sampler import camera_motion_rand
 from worker.output import ClipWriter
 
 
@@ -89,6 +93,27 @@ def end_to_end(renderer: ParallelRenderer, spec: ClipSpec, out: Path) -> tuple[i
     return clip.job.frame_count, time.perf_counter() - t0
 
 
+# Issue 26's options, each beside the static default (end to end, the same clips): camera motion modes,
+# motion blur and the correspondence file. The camera motions' parameters are drawn as the sampler draws them.
+VARIANTS: dict[str, dict[str, object]] = {
+    "static": {},
+    "camera follow": {"camera_motion": "follow"},
+    "camera handheld": {"camera_motion": "handheld"},
+    "camera zoom": {"camera_motion": "zoom"},
+    "camera follow+handheld+zoom": {"camera_motion": "follow+handheld+zoom"},
+    "motion blur (shutter 0.5)": {"shutter": 0.5},
+    "correspondence file": {"correspondence": True},
+}
+
+
+def variant(spec: ClipSpec, update: dict[str, object], seed: int) -> ClipSpec:
+    """`spec` with one of VARIANTS' options (a camera motion mode drawn with its parameters)."""
+    if "camera_motion" in update:
+        rng = np.random.default_rng(seed)
+        update = {**update, "camera_motion": camera_motion_rand(rng, str(update["camera_motion"]))}
+    return spec.model_copy(update=update)
+
+
 class FirstFrame:
     def __init__(self) -> None:
         self.start = time.perf_counter()
@@ -108,14 +133,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=RenderOptions.threads, help="Blender threads (0: all)")
     ap.add_argument("--two-person-clips", type=int, default=4, help="clips of two people, after the others")
     ap.add_argument(
+        "--variant-clips", type=int, default=3, help="clips per option of issue 26 (camera motion, blur, ...)"
+    )
+    ap.add_argument(
         "--processes", type=int, default=0, help="Blender processes per clip (0: the farm's default)"
     )
     ap.add_argument(
-        "--small", action="store_true", help="a quick run: --clips 2 --frames 4 --two-person-clips 1"
+        "--small", action="store_true", help="a quick run: --clips 2 --frames 4 --two-person-clips 1 --variant-clips 1"
     )
     args = ap.parse_args()
     if args.small:
-        args.clips, args.frames, args.two_person_clips = 2, 4, 1
+        args.clips, args.frames, args.two_person_clips, args.variant_clips = 2, 4, 1, 1
     processes = render_processes(args.device, args.engine, args.processes)
     options = RenderOptions(
         engine=args.engine,
@@ -159,6 +187,12 @@ def main() -> None:
         )
     pairs = [with_second_person(specs[i], specs[(i + 1) % len(specs)]) for i in range(args.two_person_clips)]
     two = [end_to_end(renderer, spec, out) for spec in pairs]
+    # Issue 26's options, each on the same clips as the static default, measured the same way in turns.
+    chosen = specs[1 : 1 + args.variant_clips] or specs[:1]
+    variant_rates: dict[str, list[tuple[int, float]]] = {name: [] for name in VARIANTS}
+    for i, spec in enumerate(chosen):
+        for name, update in VARIANTS.items():
+            variant_rates[name].append(end_to_end(renderer, variant(spec, update, i), out))
 
     # Bare Blender: the same clip's frames, only rendered (Blender writes its EXRs; nobody reads them), by the
     # same processes, then in one process with all threads.
@@ -200,6 +234,11 @@ def main() -> None:
         print(
             f"{'end-to-end rate, two people per clip':44s} {two_rate:9.1f} f/s  ({100 * two_rate / e2e:.0f} % of one)"
         )
+    static = sum(f for f, _ in variant_rates["static"]) / sum(t for _, t in variant_rates["static"])
+    for name, runs in variant_rates.items():
+        rate = sum(f for f, _ in runs) / sum(t for _, t in runs)
+        label = f"  {name} ({len(runs)} clip{'s' if len(runs) > 1 else ''})"
+        print(f"{label:44s} {rate:9.1f} f/s  ({100 * rate / static:.0f} % of static)")
     print(f"{'  prepare / render / write tail (s per clip)':44s} "
           f"{statistics.mean(r[1] for r in warm):.2f} / {statistics.mean(r[2] for r in warm):.2f} / "
           f"{statistics.mean(r[3] for r in warm):.2f}")  # fmt: skip

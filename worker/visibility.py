@@ -25,9 +25,9 @@ def pixel_of(camera: Camera, uv: np.ndarray) -> np.ndarray:
 
 
 def joint_depth(camera: Camera, points: np.ndarray, convention: str) -> np.ndarray:
-    """World points (...,  3) -> their depth as the stored depth measures it: along the ray (surreal) or the
+    """World points (..., T, J, 3) -> their depth in frame t as the stored depth measures it: along the ray (surreal) or the
     camera's z (clean)."""
-    cam = camera.to_camera(np.asarray(points, np.float64))
+    cam = camera.to_camera_frames(np.asarray(points, np.float64))
     return np.linalg.norm(cam, axis=-1) if convention == "surreal" else cam[..., 2]
 
 
@@ -38,9 +38,9 @@ def visible_joints(
     joints3d = np.asarray(joints3d, np.float64)
     P, T, J, _ = joints3d.shape
     H, W = inst.shape[1:]
-    in_front = camera.to_camera(joints3d)[..., 2] > 0
+    in_front = camera.to_camera_frames(joints3d)[..., 2] > 0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        col, row = np.moveaxis(pixel_of(camera, camera.project(joints3d)), -1, 0)
+        col, row = np.moveaxis(pixel_of(camera, camera.project_frames(joints3d)), -1, 0)
     inside = in_front & (col >= 0) & (col < W) & (row >= 0) & (row < H)
     c, r = np.where(inside, col, 0), np.where(inside, row, 0)
     t = np.broadcast_to(np.arange(T)[None, :, None], (P, T, J))

@@ -76,6 +76,43 @@ class CameraSpec(Frozen):
         return self.focal_mm / self.sensor_mm * self.width
 
 
+# A camera that moves (issue 26): "static" (SURREAL's, the default) or any of these joined by "+", in this
+# order, e.g. "follow+handheld+zoom". Over SURREAL's flat background photo the camera only turns and zooms:
+# its centre stays at camLoc (farm/render/camera_motion.py).
+CAMERA_MOTIONS = ("follow", "handheld", "zoom")
+
+
+def check_camera_motion_mode(mode: str) -> str:
+    """`mode` in its one spelling: "static", or CAMERA_MOTIONS' names joined by "+" in their order."""
+    parts = mode.split("+")
+    if mode != "static" and (
+        not set(parts) <= set(CAMERA_MOTIONS)
+        or parts != sorted(set(parts), key=CAMERA_MOTIONS.index)
+    ):
+        raise ValueError(
+            f"the camera motion {mode!r} is not static or some of {', '.join(CAMERA_MOTIONS)} joined by '+' "
+            "in that order (e.g. follow+handheld)"
+        )
+    return mode
+
+
+CameraMotionMode = Annotated[str, AfterValidator(check_camera_motion_mode)]
+
+
+class CameraMotion(Frozen):
+    """How a clip's camera moves, drawn per clip from its seed (scheduler/sampler.py camera_motion_rand)."""
+
+    mode: CameraMotionMode
+    lag_s: float = Field(default=0.0, ge=0.0)  # follow: the operator's lag (the pan's time constant)
+    shake_deg: float = Field(default=0.0, ge=0.0, le=5.0)  # handheld: RMS shake per axis, degrees
+    shake_hz: float = Field(default=0.0, ge=0.0, le=10.0)  # handheld: the shake's main frequency
+    shake_seed: int = Field(default=0, ge=0)  # handheld: its phases and partials
+    zoom: float = Field(default=1.0, gt=0.25, lt=4.0)  # zoom: focal length at the clip's end over its start
+
+    def has(self, part: str) -> bool:
+        return part in self.mode.split("+")
+
+
 MAX_PEOPLE = 4
 
 
@@ -126,6 +163,10 @@ class ClipSpec(Frozen):
     zrot: float  # body yaw about the vertical axis, radians
     convention: Convention = "surreal"
     others: tuple[Person, ...] = Field(default=(), max_length=MAX_PEOPLE - 1)  # more people (issue 16)
+    # Issue 26, each stored only when it is not its default (a default spec is stored as before):
+    camera_motion: CameraMotion | None = None  # None: the static camera (mode "static" is stored as None)
+    shutter: float = Field(default=0.0, ge=0.0, le=1.0)  # motion blur: open fraction of a frame; 0 = none
+    correspondence: bool = False  # also write <name>_corr.mat (dense body-surface correspondence)
 
     @model_validator(mode="before")
     @classmethod
@@ -144,13 +185,25 @@ class ClipSpec(Frozen):
             )
         return self
 
+    @model_validator(mode="after")
+    def _static_is_none(self) -> ClipSpec:
+        if self.camera_motion is not None and self.camera_motion.mode == "static":
+            object.__setattr__(self, "camera_motion", None)
+        return self
+
     @model_serializer(mode="wrap")
-    def _one_person_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        """A one-person spec is stored exactly as before people existed."""
+    def _defaults_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """A spec is stored exactly as before a field existed while that field holds its default: one person,
+        a static camera, no motion blur, no correspondence file."""
         data: dict[str, object] = handler(self)
-        if not self.others:
-            data.pop("others", None)
+        for key, default in (("others", ()), ("camera_motion", None), ("shutter", 0.0), ("correspondence", False)):
+            if key in data and getattr(self, key) == default:
+                data.pop(key)
         return data
+
+    @property
+    def camera_motion_mode(self) -> str:
+        return "static" if self.camera_motion is None else self.camera_motion.mode
 
     @property
     def people(self) -> tuple[Person, ...]:

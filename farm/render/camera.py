@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from farm.core.spec import ClipSpec
+from farm.render.camera_motion import CameraPath, follow_angles
 
 # World -> OpenCV camera rotation (x right, y down, z forward) of each convention. SURREAL's is a reflection
 # (det -1), which is why its frames are mirror images of the scene.
@@ -41,6 +42,36 @@ class Camera:
     width: int
     height: int
     pixel_centre: float = 0.0  # K's coordinate of pixel 0's centre: 0 (clean) or 0.5 (surreal, unshifted)
+    path: CameraPath | None = None  # a moving camera's frames (K, R above are frame 0's); None: static
+
+    def at(self, t: int) -> Camera:
+        """Frame t's camera (static: this one)."""
+        if self.path is None:
+            return self
+        K, R = self.path.at(t)
+        return replace(self, K=K[0], R=R[0], t=-R[0] @ self.location, path=None)
+
+    def frames(self, T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(K (T, 3, 3), R (T, 3, 3), t (T, 3)) of frames 0..T-1."""
+        if self.path is None:
+            return np.repeat(self.K[None], T, 0), np.repeat(self.R[None], T, 0), np.repeat(self.t[None], T, 0)
+        K, R = self.path.at(np.arange(T))
+        return K, R, -R @ self.location
+
+    def to_camera_frames(self, points: np.ndarray) -> np.ndarray:
+        """Points (..., T, J, 3), frame t's through frame t's camera (static: to_camera)."""
+        if self.path is None:
+            return self.to_camera(points)
+        _, R, t = self.frames(points.shape[-3])
+        return np.einsum("tij,...tkj->...tki", R, points) + t[:, None, :]
+
+    def project_frames(self, points: np.ndarray) -> np.ndarray:
+        """Points (..., T, J, 3) -> pixels (..., T, J, 2), frame t's through frame t's camera (static: project)."""
+        if self.path is None:
+            return self.project(points)
+        K = self.frames(points.shape[-3])[0]
+        x = np.einsum("tij,...tkj->...tki", K, self.to_camera_frames(points))
+        return x[..., :2] / x[..., 2:3]
 
     @property
     def location(self) -> np.ndarray:
@@ -131,6 +162,18 @@ def world_from_body(convention: str, motion_uri: str, zrot: float, pelvis0: np.n
         m[:3, :3] = S @ Rz @ U
         m[:3, 3] = S @ (c0 - Rz @ c0)
     return m
+
+
+def with_motion(camera: Camera, spec: ClipSpec, pelvis: np.ndarray) -> Camera:
+    """The camera moving as spec.camera_motion says (farm/render/camera_motion.py), following `pelvis` (T, 3),
+    the first person's pelvis in world metres; a static spec's camera as it is."""
+    motion = spec.camera_motion
+    if motion is None:
+        return camera
+    follow = follow_angles(
+        motion, camera.K, camera.R, camera.location, pelvis, spec.fps, camera.width, camera.height
+    )
+    return replace(camera, path=CameraPath(motion, camera.K, camera.R, camera.location, follow, spec.fps))
 
 
 def make_camera(spec: ClipSpec, pelvis0: np.ndarray) -> Camera:

@@ -2,12 +2,14 @@
 needs no system package), then the command its last line offers, pasted into a shell whose PATH has no venv,
 then the README's dataset example as written, on the demo's clips."""
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import demo_digests
 import pytest
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
@@ -41,6 +43,8 @@ def test_make_demo_needs_no_sudo_and_its_closing_hint_runs_as_pasted(tmp_path):
     assert status.returncode == 0, status.stdout + status.stderr
     done = re.search(r"clips: .*\bdone (\d+)", status.stdout + status.stderr)
     assert done and int(done[1]) == 4, status.stdout + status.stderr
+    # The default output is what it was before issue 26's options existed: the same arrays, the same videos.
+    assert demo_digests.digests(demo / "output") == json.loads(demo_digests.GOLDEN.read_text())
 
     # "Using the data": the README's first Python block, run as written beside the demo's folder.
     readme = (ROOT / "README.md").read_text()
