@@ -139,7 +139,9 @@ def main() -> None:
         "--processes", type=int, default=0, help="Blender processes per clip (0: the farm's default)"
     )
     ap.add_argument(
-        "--small", action="store_true", help="a quick run: --clips 2 --frames 4 --two-person-clips 1 --variant-clips 1"
+        "--small",
+        action="store_true",
+        help="a quick run: --clips 2 --frames 4 --two-person-clips 1 --variant-clips 1",
     )
     args = ap.parse_args()
     if args.small:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from farm.render.job import RESULT_ARRAYS, FrameSink, Progress, RenderJob, RenderOptions, RenderResult
+from farm.render.job import (
+    CORRESPONDENCE_ARRAYS,
+    RESULT_ARRAYS,
+    FrameSink,
+    Progress,
+    RenderJob,
+    RenderOptions,
+    RenderResult,
+)
 
 
 class InProcessRenderer:
@@ -19,7 +27,8 @@ class InProcessRenderer:
     ) -> RenderResult:
         result = self._scene.render(job, progress)
         if sink:
-            sink({k: getattr(result, k) for k in RESULT_ARRAYS}, job.frame_count)
+            names = RESULT_ARRAYS + (CORRESPONDENCE_ARRAYS if result.uv is not None else ())
+            sink({k: getattr(result, k) for k in names}, job.frame_count)
         return result
 
     def close(self) -> None:

@@ -1,11 +1,24 @@
-"""Turn one frame of Blender's raw passes into the farm's conventions (see farm/render/__init__.py). numpy only."""
+"""Turn one frame of Blender's raw passes into the farm's conventions (see farm/render/__init__.py), and write the
+point caches Blender reads the bodies' vertices from. numpy only."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from farm.render.camera import Camera
 from farm.render.job import BACKGROUND_DEPTH
+
+
+def write_pc2(path: Path, vertices: np.ndarray) -> None:
+    """PC2 point cache: a 32-byte header then float32 (frames, points, 3)."""
+    frames, points, _ = vertices.shape
+    header = b"POINTCACHE2\0" + np.array([1, points], "<i4").tobytes()
+    header += np.array([0.0, 1.0], "<f4").tobytes() + np.array([frames], "<i4").tobytes()
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(np.ascontiguousarray(vertices, dtype="<f4").tobytes())
 
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
@@ -87,7 +100,7 @@ def convert_frame(
     else:
         flow = np.stack([-_channel(raw, "Vector", "Z"), _channel(raw, "Vector", "W")], axis=-1)
     flow = flow.astype(np.float32) + 0.0  # + 0.0 turns -0.0 into 0.0
-    return {
+    out = {
         "rgb": rgb,
         "alpha": alpha,
         "depth": depth,
@@ -96,3 +109,11 @@ def convert_frame(
         "segm": segm,
         "inst": inst,
     }
+    # Dense correspondence (only clips that ask for it render these AOVs): the UV and the canonical-body point
+    # at each pixel's centre, NaN on background.
+    for name, size in (("uv", 2), ("canon", 3)):
+        if f"ViewLayer.{name}.R" in raw:
+            value = np.stack([_channel(raw, name, c) for c in "RGB"[:size]], axis=-1).astype(np.float32)
+            value[~fg] = np.nan
+            out[name] = value
+    return out

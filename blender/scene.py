@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING, Any, cast
 import bpy
 import numpy as np
 
+from blender.camera import camera_matrix, key_camera
 from blender.exr import read_exr
-from blender.passes import convert_frame, srgb_to_linear
+from blender.motion_blur import render_blur
+from blender.passes import convert_frame, srgb_to_linear, write_pc2
+from farm.render.camera_motion import background_canvas_size, background_flow, warp_background
 from farm.render.job import (
     BodyMesh,
     Progress,
@@ -44,17 +47,7 @@ if TYPE_CHECKING:  # only in the fake-bpy-module stubs
 
 PARTS = 24
 _GROUP = "surreal_shading"
-_CV_FROM_BLENDER = np.diag([1.0, -1.0, -1.0])  # Blender camera axes (x right, y up, -z forward) -> OpenCV
-
-
-def _write_pc2(path: Path, vertices: np.ndarray) -> None:
-    """PC2 point cache: a 32-byte header then float32 (frames, points, 3)."""
-    frames, points, _ = vertices.shape
-    header = b"POINTCACHE2\0" + np.array([1, points], "<i4").tobytes()
-    header += np.array([0.0, 1.0], "<f4").tobytes() + np.array([frames], "<i4").tobytes()
-    with open(path, "wb") as f:
-        f.write(header)
-        f.write(np.ascontiguousarray(vertices, dtype="<f4").tobytes())
+_CANON = "canon"  # the mesh attribute (and AOV) of the canonical vertices, for correspondence clips
 
 
 @dataclass
@@ -69,6 +62,7 @@ class _Slot:
     body: bpy.types.Object | None = None
     mesh_key: str | None = None
     texture_key: str | None = None
+    correspondence: bool = False  # its materials write the "uv" and "canon" AOVs (built on first need)
 
 
 class SceneRenderer:
@@ -285,6 +279,13 @@ class SceneRenderer:
         for a in (person.faces, person.vt, person.ft, person.face_parts):
             h.update(np.ascontiguousarray(a).tobytes())
         key = f"{person.vertices.shape[1]}:{h.hexdigest()}"
+        canonical = person.canonical
+        if canonical is not None:  # a mesh with the canonical attribute is another mesh
+            if np.shape(canonical) != (person.vertices.shape[1], 3):
+                raise RenderError(
+                    f"canonical vertices are {np.shape(canonical)}, the mesh has {person.vertices.shape[1]}"
+                )
+            key += ":canon:" + hashlib.sha1(np.ascontiguousarray(canonical, np.float32).tobytes()).hexdigest()
         if key == slot.mesh_key and slot.body is not None:
             return
         faces = np.asarray(person.faces, dtype=np.int32)
@@ -305,6 +306,10 @@ class SceneRenderer:
         me.polygons.foreach_set("loop_start", np.arange(0, 3 * nf, 3, dtype=np.int32))
         uv = me.uv_layers.new(name="UVMap")
         uv.data.foreach_set("uv", np.asarray(person.vt, dtype=np.float32)[person.ft].ravel())
+        if canonical is not None:  # read by the materials' Attribute node into the "canon" AOV
+            canon = me.attributes.new(_CANON, "FLOAT_VECTOR", "POINT")
+            values = np.asarray(canonical, dtype=np.float32).ravel()
+            canon.data.foreach_set("vector", values)  # type: ignore[attr-defined]
         for m in slot.materials:
             me.materials.append(m)
         me.polygons.foreach_set("material_index", (parts.astype(np.int32) - 1))
@@ -361,6 +366,49 @@ class SceneRenderer:
             self._remove_body(slot)
         return bodies
 
+    def _set_correspondence(self, on: bool, people: int) -> None:
+        """Dense correspondence (ClipSpec.correspondence): COLOR AOVs "uv" (the UV map's (u, v, 0)) and
+        "canon" (the mesh's canonical-vertex attribute), both interpolated at the surface point each pixel's
+        centre sees. The AOVs exist in the view layer only for such clips, so other clips' passes stay as they
+        were; each slot's materials gain their AOV outputs the first time one of its clips needs them."""
+        vl = self.scene.view_layers[0]
+        have = {aov.name: aov for aov in vl.aovs}
+        changed = False
+        for name in ("uv", _CANON):
+            if on and name not in have:
+                aov = vl.aovs.add()
+                aov.name = name
+                aov.type = "COLOR"
+                changed = True
+            elif not on and name in have:
+                vl.aovs.remove(have[name])
+                changed = True
+        if on:
+            for slot in self.slots[:people]:
+                if not slot.correspondence:
+                    self._add_correspondence_nodes(slot)
+                    changed = True
+        if changed:  # as in _set_texture: persistent data would keep the old passes and shaders
+            render = self.scene.render
+            render.use_persistent_data = False
+            render.use_persistent_data = True
+
+    @staticmethod
+    def _add_correspondence_nodes(slot: _Slot) -> None:
+        for m in slot.materials:
+            mt = m.node_tree
+            assert mt is not None
+            uv = mt.nodes.new("ShaderNodeUVMap")
+            cast(bpy.types.ShaderNodeUVMap, uv).uv_map = "UVMap"
+            attr = mt.nodes.new("ShaderNodeAttribute")
+            cast(bpy.types.ShaderNodeAttribute, attr).attribute_type = "GEOMETRY"
+            cast(bpy.types.ShaderNodeAttribute, attr).attribute_name = _CANON
+            for aov_name, source in (("uv", uv.outputs["UV"]), (_CANON, attr.outputs["Vector"])):
+                aov = mt.nodes.new("ShaderNodeOutputAOV")
+                cast(bpy.types.ShaderNodeOutputAOV, aov).aov_name = aov_name
+                mt.links.new(source, aov.inputs["Color"])
+        slot.correspondence = True
+
     def _set_light(self, light: tuple[float, ...]) -> None:
         a0, a, b, d = sh_weights(light)
         for slot in self.slots:  # the light is shared
@@ -388,12 +436,12 @@ class SceneRenderer:
         c.shift_x = (w / 2 - 0.5 + o - float(cam.K[0, 2])) / w
         c.shift_y = (float(cam.K[1, 2]) - h / 2 + 0.5 - o) / w
         c.clip_start, c.clip_end = 0.05, 1000.0
-        # A mirrored camera (SURREAL's reflection) is rendered as its proper twin; the passes are flipped after.
-        R = np.diag([-1.0, 1.0, 1.0]) @ cam.R if cam.mirrored else cam.R
-        m = np.eye(4)
-        m[:3, :3] = R.T @ _CV_FROM_BLENDER
-        m[:3, 3] = cam.location
-        self.camera.matrix_world = m.T.tolist()  # mathutils takes rows; transpose of a column-major list
+        self.camera.animation_data_clear()
+        c.animation_data_clear()
+        self.camera.rotation_mode = "XYZ" if cam.path is None else "QUATERNION"
+        self.camera.matrix_world = camera_matrix(cam).T.tolist()  # mathutils takes rows
+        if cam.path is not None:  # a moving camera: a key per frame, so the Vector pass sees its motion too
+            key_camera(self.camera, [cam.at(t) for t in range(job.frame_count)])
         for slot, person in zip(self.slots, bodies, strict=False):
             assert slot.body is not None
             slot.body.matrix_world = np.asarray(person.world_from_body).T.tolist()
@@ -417,12 +465,19 @@ class SceneRenderer:
         t0 = time.perf_counter()
         T = job.frame_count
         cam = job.camera
-        if job.background.shape[:2] != (cam.height, cam.width):
-            raise RenderError(f"background is {job.background.shape[:2]}, expected {(cam.height, cam.width)}")
+        canvas = (cam.height, cam.width)
+        if cam.path is not None:
+            canvas = background_canvas_size(cam.width, cam.height)[::-1]
+        if job.background.shape[:2] != canvas:
+            raise RenderError(f"background is {job.background.shape[:2]}, expected {canvas}")
         bodies = self._set_people(job)
         # The instance: each body's pass index is its person's number. One person's instance is their body
         # (segm > 0), so a one-person clip skips the pass (its EXR channel costs Blender ~1 ms a frame).
         self.scene.view_layers[0].use_pass_object_index = len(bodies) > 1
+        corr = job.spec.correspondence
+        if corr and any(b.canonical is None for b in bodies):
+            raise RenderError("the clip asks for correspondence but a person has no canonical vertices")
+        self._set_correspondence(corr, len(bodies))
         self._set_light(job.spec.light)
         self._set_camera(job, bodies)
         self._clips += 1
@@ -432,7 +487,7 @@ class SceneRenderer:
             if person.vertices.shape[0] != T:
                 raise RenderError(f"person {k + 1} has {person.vertices.shape[0]} frames, the clip {T}")
             cache = clipdir / ("motion.pc2" if k == 0 else f"motion.p{k + 1}.pc2")
-            _write_pc2(cache, person.vertices)
+            write_pc2(cache, person.vertices)
             body = self.slots[k].body
             assert body is not None
             cast(bpy.types.MeshCacheModifier, body.modifiers["motion"]).filepath = str(cache)
@@ -446,12 +501,14 @@ class SceneRenderer:
         bg = srgb_to_linear(np.asarray(job.background, dtype=np.float32) / 255.0).astype(np.float32)
         eevee = self.options.engine == "eevee"
         convention = job.spec.convention
+        blur = job.spec.shutter > 0  # the RGB is replaced after (blender/motion_blur.py): report frames then
         H, W = cam.height, cam.width
         arrays: dict[str, np.ndarray]
         if out_dir is None:
-            arrays = {k: np.zeros(shape, dtype) for k, (shape, dtype) in result_shapes(T, H, W).items()}
+            shapes = result_shapes(T, H, W, corr)
+            arrays = {k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
         else:  # straight into files the caller maps: no copy through the socket
-            arrays = dict(open_result_files(Path(out_dir), T, H, W))
+            arrays = dict(open_result_files(Path(out_dir), T, H, W, correspondence=corr))
         done: list[int] = []
         errors: list[BaseException] = []
         read_s = 0.0
@@ -466,7 +523,15 @@ class SceneRenderer:
                     path = self.scene.render.frame_path(frame=frame)
                     raw = read_exr(path)
                     os.remove(path)
-                    conv = convert_frame(raw, bg, cam, convention, eevee)
+                    if cam.path is None:
+                        conv = convert_frame(raw, bg, cam, convention, eevee)
+                    else:  # the frame's own camera, background and the background's flow
+                        index = frame - 1
+                        args = (cam.width, cam.height, cam.pixel_centre)
+                        frame_bg = warp_background(bg, cam.path.homography(index), *args)
+                        conv = convert_frame(raw, frame_bg, cam.at(index), convention, eevee)
+                        fg = conv["segm"] > 0
+                        conv["flow"][~fg] = background_flow(cam.path, index, convention, *args)[~fg]
                     # Frames without a predecessor (surreal) or successor (clean) hold 0 by convention;
                     # Blender would extrapolate the cache.
                     if frame == (1 if convention == "surreal" else T):
@@ -477,7 +542,7 @@ class SceneRenderer:
                 except BaseException as e:
                     errors.append(e)
                 read_s += time.perf_counter() - t
-                if progress:
+                if progress and not blur:
                     progress(len(done), len(mine))
 
         def on_write(scene: bpy.types.Scene, *_args: object) -> None:
@@ -503,6 +568,13 @@ class SceneRenderer:
             raise RenderError(f"reading Blender's passes failed: {errors[0]!r}") from errors[0]
         if sorted(done) != mine:
             raise RenderError(f"Blender rendered {len(done)} of {len(mine)} frames")
+        blur_s = None
+        if blur:
+            objects = [slot.body for slot in self.slots[: len(bodies)] if slot.body is not None]
+            blurdir = self.workdir / f"clip{self._clips}-blur"
+            blur_s = render_blur(
+                self.scene, self.camera, objects, blurdir, job, mine, bg, arrays, progress, read
+            )
         for a in arrays.values():
             if isinstance(a, np.memmap):
                 a.flush()
@@ -513,6 +585,7 @@ class SceneRenderer:
                 "render": t_end - t_setup,
                 "read_tail": t_read - t_end,
                 "read": read_s,
+                **({} if blur_s is None else {"blur": blur_s}),
             },
             software={
                 "blender": bpy.app.version_string,

@@ -22,7 +22,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from farm.render.job import RESULT_ARRAYS
+from farm.render.job import CORRESPONDENCE_ARRAYS, RESULT_ARRAYS
 
 
 def serve(conn: Connection) -> None:
@@ -54,7 +54,7 @@ def serve(conn: Connection) -> None:
                 result = scene.render(job, progress, out_dir, read, frames)
                 if out_dir is not None:  # the arrays are files in out_dir: send only the rest
                     # None in the array fields while in transit; the parent maps the files in their place.
-                    no_arrays: dict[str, Any] = {k: None for k in RESULT_ARRAYS}
+                    no_arrays: dict[str, Any] = {k: None for k in RESULT_ARRAYS + CORRESPONDENCE_ARRAYS}
                     result = dataclasses.replace(result, **no_arrays)
                 conn.send(("ok", job_id, result))
             else:

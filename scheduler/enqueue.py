@@ -39,6 +39,11 @@ class Selection:
     split: Split | None = None
     limit: int | None = None
     people: tuple[int, int] = (1, 1)  # (fewest, most) people per clip, drawn per clip from its seed
+    # Issue 26: the camera motion modes' weights (None: SURREAL's static camera), drawn per clip from its seed;
+    # the shutter's open fraction (motion blur, 0: none); whether to write <name>_corr.mat.
+    camera_motions: dict[str, float] | None = None
+    shutter: float = 0.0
+    correspondence: bool = False
 
 
 def select_sequences(session: Session, selector: str, split: Split | None) -> list[tuple[str, Sequence]]:
@@ -238,6 +243,9 @@ def store_clips(
     progress: Callable[[int], None] = lambda n: None,
     convention: Convention = "surreal",
     people: tuple[int, int] = (1, 1),
+    camera_motions: dict[str, float] | None = None,
+    shutter: float = 0.0,
+    correspondence: bool = False,
 ) -> list[int]:
     """Sample and insert the clips not stored yet; returns the new clip ids."""
     todo = unstored(session, plan)
@@ -255,7 +263,17 @@ def store_clips(
             partners.holding(seq.catalog_id, catalog, seq.split, planned.frame_count) if partners else None
         )
         spec: ClipSpec = sample_clip_spec(
-            ref, planned, pools, project_seed, body_model, convention, people, others
+            ref,
+            planned,
+            pools,
+            project_seed,
+            body_model,
+            convention,
+            people,
+            others,
+            camera_motions=camera_motions,
+            shutter=shutter,
+            correspondence=correspondence,
         )
         rows.append(
             {
@@ -323,6 +341,9 @@ def enqueue(
             stored_progress,
             settings.convention,
             selection.people,
+            selection.camera_motions,
+            selection.shutter,
+            selection.correspondence,
         )
     assert app is not None
     try:

@@ -14,7 +14,17 @@ from functools import lru_cache
 import numpy as np
 
 from farm.core.seeding import child_stream, text_seed
-from farm.core.spec import CameraSpec, ClipSpec, Convention, Gender, MotionRef, Person, Split, clip_name
+from farm.core.spec import (
+    CameraMotion,
+    CameraSpec,
+    ClipSpec,
+    Convention,
+    Gender,
+    MotionRef,
+    Person,
+    Split,
+    clip_name,
+)
 from scheduler.plan import PlannedClip, frames_at_30fps
 
 GENDERS: tuple[Gender, Gender] = ("female", "male")
@@ -57,6 +67,31 @@ def light_rand(rng: np.random.Generator) -> tuple[float, ...]:
 def camera_rand(rng: np.random.Generator) -> tuple[float, float]:
     """Camera distance ~ N(8 m, 1 m) and the body's yaw ~ U[0, 2 pi) relative to it."""
     return float(rng.normal(8.0, 1.0)), float(rng.random() * 2.0 * math.pi)
+
+
+def camera_motion_rand(rng: np.random.Generator, mode: str) -> CameraMotion | None:
+    """The moving camera's parameters for `mode` (farm/render/camera_motion.py): the operator's lag ~ U(0.2, 0.8)
+    s; handheld shake ~ U(0.15, 0.6) degrees RMS at ~ U(0.6, 1.6) Hz (hand-held sway, as measured on held
+    cameras: a few tenths of a degree around 1 Hz); zoom: the focal length at the clip's end over its start,
+    log-uniform in [0.8, 1.6] (mostly zooming in: a zoom out needs background beyond the photo's view)."""
+    if mode == "static":
+        return None
+    u = rng.random(5)
+    return CameraMotion(
+        mode=mode,
+        lag_s=float(0.2 + 0.6 * u[0]),
+        shake_deg=float(0.15 + 0.45 * u[1]) if "handheld" in mode else 0.0,
+        shake_hz=float(0.6 + 1.0 * u[2]) if "handheld" in mode else 0.0,
+        shake_seed=int(u[3] * 2**31) if "handheld" in mode else 0,
+        zoom=float(np.exp(np.log(0.8) + u[4] * np.log(2.0))) if "zoom" in mode else 1.0,
+    )
+
+
+def choose_mode(rng: np.random.Generator, mix: dict[str, float]) -> str:
+    """One of mix's modes with probability proportional to its weight."""
+    modes = sorted(mix)
+    weights = np.array([mix[m] for m in modes], np.float64)
+    return modes[int(np.searchsorted(np.cumsum(weights) / weights.sum(), rng.random(), side="right"))]
 
 
 def people_rand(rng: np.random.Generator, people: tuple[int, int]) -> int:
@@ -176,10 +211,16 @@ def sample_clip_spec(
     convention: Convention = "surreal",
     people: tuple[int, int] = (1, 1),
     partners: list[SequenceRef] | None = None,
+    camera_motions: dict[str, float] | None = None,
+    shutter: float = 0.0,
+    correspondence: bool = False,
 ) -> ClipSpec:
     """The clip's spec. With `people` = (fewest, most) above 1, the others' windows come from `partners` (the
     sequences of the clip's catalog and split that hold its frame count; default: this one); each person draws
-    from their own stream, and a one-person clip draws exactly what it drew before people existed."""
+    from their own stream, and a one-person clip draws exactly what it drew before people existed. `camera_motions`
+    weighs the camera motion modes (farm.core.spec.CAMERA_MOTIONS; None or only "static": a static camera),
+    drawn with the mode's parameters from the clip's "camera_motion" stream; `shutter` and `correspondence` are
+    stored as given."""
     seed = clip_seed(project_seed, sequence.catalog, sequence.name, planned.run, planned.clip_index)
     split = sequence.split
     gender, row = body_rand(child_stream(seed, "body"), pools.shapes, split)
@@ -189,6 +230,10 @@ def sample_clip_spec(
     )
     distance, zrot = camera_rand(child_stream(seed, "camera"))
     count = people_rand(child_stream(seed, "people"), people) if people != (1, 1) else 1
+    motion = None  # a static camera draws nothing, so a default clip draws exactly what it drew before
+    if camera_motions and set(camera_motions) != {"static"}:
+        stream = child_stream(seed, "camera_motion")
+        motion = camera_motion_rand(stream, choose_mode(stream, camera_motions))
     taken = {(sequence.name, planned.frame_start)}
     others = tuple(
         person_rand(
@@ -224,4 +269,7 @@ def sample_clip_spec(
         zrot=zrot,
         convention=convention,
         others=others,
+        camera_motion=motion,
+        shutter=shutter,
+        correspondence=correspondence,
     )

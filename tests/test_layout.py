@@ -117,7 +117,13 @@ def _bpy_importers() -> list[tuple[str, Path]]:
 
 def test_blender_imports_only_the_render_protocol_and_its_maths() -> None:
     """blender/ takes a plain job and returns arrays: it knows nothing of the database, Celery or storage."""
-    allowed = {"farm.render.job", "farm.render.camera", "farm.render.lighting", "farm.core.spec"}
+    allowed = {
+        "farm.render.job",
+        "farm.render.camera",
+        "farm.render.camera_motion",
+        "farm.render.lighting",
+        "farm.core.spec",
+    }
     used = {
         d for m, deps in imports().items() if room_of(m) == "blender" for d in deps if room_of(d) != "blender"
     }

@@ -37,7 +37,11 @@ PASS_LAYOUT: dict[str, tuple[tuple[int, ...], type]] = {
     "gtflow": ((2,), np.float32),
     "normal": ((3,), np.float32),
     "inst": ((), np.uint8),
+    # `<name>_corr.mat` (ClipSpec.correspondence) holds two: uv_<frame> and canon_<frame>, NaN on background
+    "uv": ((2,), np.float32),
+    "canon": ((3,), np.float32),
 }
+CORR_PREFIXES = ("uv", "canon")
 
 # MAT-5 (MATLAB's level 5 format): array classes of numbers, data types, element types.
 _CLASSES = {6: "f8", 7: "f4", 8: "i1", 9: "u1", 10: "i2", 11: "u2", 12: "i4", 13: "u4", 14: "i8", 15: "u8"}
@@ -241,8 +245,9 @@ def _variable(
 
 def read_info(path: Path, frames: int, people: int = 1, exact: bool = True) -> dict[str, np.ndarray]:
     """The `_info.mat` arrays the readers use, those present of: joints2D and joints3D (2|3 x 24 x T, with a
-    leading person axis for several people), camLoc (3x1), visible (P x 24 x T), bbox (P x 4 x T); each axis at
-    most that long, and exactly when `exact`. The rest of the file (names, cells of file names) is skipped."""
+    leading person axis for several people), camLoc (3x1), visible (P x 24 x T), bbox (P x 4 x T), and a moving
+    camera's camK and camR (3 x 3 x T) and camT (3 x T); each axis at most that long, and exactly when `exact`.
+    The rest of the file (names, cells of file names) is skipped."""
     lead = (people,) if people > 1 else ()
     shapes = {
         "joints2D": (*lead, 2, 24, frames),
@@ -250,6 +255,9 @@ def read_info(path: Path, frames: int, people: int = 1, exact: bool = True) -> d
         "camLoc": (3, 1),
         "visible": (people, 24, frames),
         "bbox": (people, 4, frames),
+        "camK": (3, 3, frames),
+        "camR": (3, 3, frames),
+        "camT": (3, frames),
     }
     info = dict(read_mat(path, lambda name: Want(shapes[name]) if name in shapes else None))
     for name, array in info.items():
@@ -265,32 +273,78 @@ def read_pass(
 ) -> np.ndarray:
     """`<prefix>_1 .. <prefix>_n` of a pass file as one (n, height, width[, C]) array of the pass' type (see
     PASS_LAYOUT): no frame missing in between, none past `frames`, and n == frames when `exact`."""
-    channels, dtype = PASS_LAYOUT[prefix]
-    shape = (height, width, *channels)
-    pattern = re.compile(rf"{re.escape(prefix)}_([1-9][0-9]*)")
+    return _read_frames(path, (prefix,), frames, width, height, exact)[prefix]
+
+
+def read_corr(path: Path, frames: int, width: int, height: int, exact: bool = True) -> dict[str, np.ndarray]:
+    """`<name>_corr.mat` (ClipSpec.correspondence), read once: {"uv": (n, height, width, 2), "canon": (n, height,
+    width, 3)} float32, each as read_pass reads a pass (bounded by the spec, no gaps, n == frames when `exact`)."""
+    return _read_frames(path, CORR_PREFIXES, frames, width, height, exact)
+
+
+def _read_frames(
+    path: Path, prefixes: tuple[str, ...], frames: int, width: int, height: int, exact: bool
+) -> dict[str, np.ndarray]:
+    """read_pass for one or more prefixes stored in the same file, in one pass over it."""
+    shapes = {p: ((height, width, *PASS_LAYOUT[p][0]), PASS_LAYOUT[p][1]) for p in prefixes}
+    pattern = re.compile(rf"({'|'.join(map(re.escape, prefixes))})_([1-9][0-9]*)")
 
     def expect(name: str) -> Want | None:
         match = pattern.fullmatch(name)
         if match is None:
             return None
-        if int(match[1]) > frames:
+        if int(match[2]) > frames:
             raise BadClipFile(path, f"holds {name}, past the {frames} frames its spec says")
+        shape, dtype = shapes[match[1]]
         return Want(shape, np.dtype(dtype))
 
-    out: np.ndarray = np.empty((frames, *shape), dtype)  # at most what the spec says, filled frame by frame
-    seen: set[int] = set()
+    # at most what the spec says, filled frame by frame
+    out: dict[str, np.ndarray] = {
+        p: np.empty((frames, *shape), dtype) for p, (shape, dtype) in shapes.items()
+    }
+    seen: dict[str, set[int]] = {p: set() for p in prefixes}
     for name, frame in read_mat(path, expect):
+        prefix, n = name.rsplit("_", 1)
+        shape = shapes[prefix][0]
         if frame.shape != shape:
             raise BadClipFile(
                 path, f"holds {name} of {_dims(frame.shape)}, not the {_dims(shape)} its spec says"
             )
-        n = int(name.rsplit("_", 1)[1])
-        out[n - 1] = frame
-        seen.add(n)
-    count = len(seen)
-    if count == 0:
-        raise BadClipFile(path, f"holds no {prefix}_<n> frames")
-    if max(seen) != count or (exact and count != frames):
-        lacking = min(set(range(1, frames + 1)) - seen)
-        raise BadClipFile(path, f"lacks {prefix}_{lacking} of the {frames} frames its spec says")
-    return out[:count]
+        out[prefix][int(n) - 1] = frame
+        seen[prefix].add(int(n))
+    for prefix in prefixes:
+        count = len(seen[prefix])
+        if count == 0:
+            raise BadClipFile(path, f"holds no {prefix}_<n> frames")
+        if max(seen[prefix]) != count or (exact and count != frames):
+            lacking = min(set(range(1, frames + 1)) - seen[prefix])
+            raise BadClipFile(path, f"lacks {prefix}_{lacking} of the {frames} frames its spec says")
+        out[prefix] = out[prefix][:count]
+    return out
+
+
+def info_cameras(path: Path, info: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A moving camera's per-frame (K (T, 3, 3), R (T, 3, 3), t (T, 3)) float64 from read_info's camK, camR and
+    camT (joints2D = K_t (R_t X + t_t) / z in the clip's convention); None for a static camera (none of them).
+    One or two of them, or frame counts that differ, are refused."""
+    keys = ("camK", "camR", "camT")
+    present = [k for k in keys if k in info]
+    if not present:
+        return None
+    if len(present) != len(keys):
+        missing = " and ".join(k for k in keys if k not in info)
+        raise BadClipFile(
+            path, f"holds {', '.join(present)} but lacks {missing} (a moving camera stores all three)"
+        )
+    for key, want in (("camK", (3, 3)), ("camR", (3, 3)), ("camT", (3,))):
+        if info[key].shape[: len(want)] != want:
+            raise BadClipFile(
+                path, f"holds {key} of {_dims(info[key].shape)}, not the {_dims(want)}xT of a camera"
+            )
+    K, R = (np.asarray(info[k], np.float64).transpose(2, 0, 1) for k in ("camK", "camR"))
+    t = np.asarray(info["camT"], np.float64).T
+    if not len(K) == len(R) == len(t):
+        raise BadClipFile(
+            path, f"holds camK, camR and camT of {len(K)}, {len(R)} and {len(t)} frames, not one count"
+        )
+    return K, R, t

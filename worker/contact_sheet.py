@@ -1,6 +1,7 @@
 """A contact sheet for people: a few frames of a clip, one row each, showing RGB with the 2D joints and
 skeleton, segmentation in colour, the instances (one colour per person) with their boxes, depth, optical flow
-(hue = direction, brightness = speed) and normals."""
+(hue = direction, brightness = speed) and normals; and, for a clip with correspondence (`<name>_corr.mat`),
+the texture UV seen at each pixel as colour (red = u, green = v)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from farm.core.skeleton import NUM_JOINTS, PARENTS
-from worker.clip_files import BadClipFile, read_info, read_manifest, read_pass
+from worker.clip_files import BadClipFile, read_corr, read_info, read_manifest, read_pass
 from worker.video import read_mp4
 
 COLUMNS = ("rgb", "zoom: rgb + joints", "segmentation", "instances + boxes", "depth", "flow (hue = direction)",
            "normal")  # fmt: skip
+CORR_COLUMN = "uv (red = u, green = v)"
 PERSON_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 90], [70, 120, 240], [240, 200, 50]], np.uint8)
 
 
@@ -56,6 +58,15 @@ def colour_normal(normal: np.ndarray, fg: np.ndarray) -> np.ndarray:
     return out
 
 
+def colour_uv(uv: np.ndarray) -> np.ndarray:
+    """(H, W, 2) texture UV, NaN on background -> red = u, green = v, blue a quarter (background black)."""
+    body = np.isfinite(uv).all(axis=-1)
+    out = np.zeros((*uv.shape[:2], 3), np.uint8)
+    out[body, :2] = (np.clip(uv[body], 0.0, 1.0) * 255).astype(np.uint8)
+    out[body, 2] = 64
+    return out
+
+
 def draw_joints(rgb: np.ndarray, joints2d: np.ndarray) -> np.ndarray:
     img = Image.fromarray(rgb)
     draw = ImageDraw.Draw(img)
@@ -90,9 +101,11 @@ def contact_sheet(
     title: str = "",
     inst: np.ndarray | None = None,
     bbox: np.ndarray | None = None,
+    uv: np.ndarray | None = None,
 ) -> Image.Image:
     """Arrays (T, H, W, ...), joints2d (T, 24, 2) or (P, T, 24, 2), inst (T, H, W) (default: the body is person
-    1) and bbox (P, 4, T) (default: none drawn) -> one image, a row per chosen frame."""
+    1), bbox (P, 4, T) (default: none drawn) and uv (T, H, W, 2) (default: no correspondence column) -> one
+    image, a row per chosen frame."""
     T, H, W = segm.shape
     people_joints = joints2d if joints2d.ndim == 4 else joints2d[None]
     inst = (segm > 0).astype(np.uint8) if inst is None else inst
@@ -132,13 +145,15 @@ def contact_sheet(
             fit(colour_flow(flow[t], flow_scale)),
             fit(colour_normal(normal[t], fg)),
         ]
+        if uv is not None:
+            tiles.append(fit(colour_uv(uv[t])))
         rows.append(np.concatenate([np.pad(x, ((2, 2), (2, 2), (0, 0))) for x in tiles], axis=1))
     header = 16
     sheet = np.concatenate(rows, axis=0)
     canvas = Image.new("RGB", (sheet.shape[1], sheet.shape[0] + header), (40, 40, 40))
     canvas.paste(Image.fromarray(sheet), (0, header))
     draw = ImageDraw.Draw(canvas)
-    for i, name in enumerate(COLUMNS):
+    for i, name in enumerate(COLUMNS + ((CORR_COLUMN,) if uv is not None else ())):
         draw.text((i * (W + 4) + 4, 2), name, fill=(230, 230, 230))
     if title:
         draw.text((canvas.width - 8 * len(title) - 4, 2), title, fill=(180, 180, 180))
@@ -161,6 +176,8 @@ def contact_sheet_from_files(clip_dir: Path, name: str, frames: list[int] | None
     def frames_of(prefix: str) -> np.ndarray:
         return read_pass(clip_dir / f"{name}_{prefix}.mat", prefix, T, W, H)
 
+    corr = clip_dir / f"{name}_corr.mat"
+
     return contact_sheet(
         rgb=read_mp4(clip_dir / f"{name}.mp4", W, H, T),
         segm=frames_of("segm"),
@@ -172,6 +189,7 @@ def contact_sheet_from_files(clip_dir: Path, name: str, frames: list[int] | None
         title=name,
         inst=frames_of("inst") if P > 1 else None,
         bbox=info.get("bbox"),
+        uv=read_corr(corr, T, W, H)["uv"] if spec.correspondence or corr.is_file() else None,
     )
 
 

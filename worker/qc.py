@@ -36,9 +36,17 @@ import numpy as np
 
 from farm.core.errors import FarmError
 from farm.core.spec import CLIP_LENGTH
-from farm.render.camera import project_with_info
+from farm.render.camera import WORLD_TO_CV, project_with_info
 from farm.render.job import BACKGROUND_DEPTH
-from worker.clip_files import BadClipFile, one_line, read_info, read_manifest, read_pass
+from worker.clip_files import (
+    BadClipFile,
+    info_cameras,
+    one_line,
+    read_corr,
+    read_info,
+    read_manifest,
+    read_pass,
+)
 
 if TYPE_CHECKING:
     from farm.core.storage import Storage
@@ -51,9 +59,10 @@ PASSES = (("depth", "depth"), ("segm", "segm"), ("gtflow", "flow"), ("normal", "
 CLIP_FILES = (".mp4", "_info.mat", "_depth.mat", "_segm.mat", "_gtflow.mat", "_normal.mat", "_manifest.json")
 
 
-def clip_suffixes(people: int) -> tuple[str, ...]:
-    """The files of a clip of `people` people: SURREAL's, and `_inst.mat` when there are several."""
-    return CLIP_FILES + (("_inst.mat",) if people > 1 else ())
+def clip_suffixes(people: int, correspondence: bool = False) -> tuple[str, ...]:
+    """The files of a clip of `people` people: SURREAL's, `_inst.mat` when there are several, and `_corr.mat`
+    when its spec asks for correspondence (ClipSpec.correspondence)."""
+    return CLIP_FILES + (("_inst.mat",) if people > 1 else ()) + (("_corr.mat",) if correspondence else ())
 
 
 class QualityError(FarmError):
@@ -111,7 +120,24 @@ def decode_video(path: Path, max_frames: int | None = None) -> tuple[int, int, i
     return count, width, height
 
 
-PASS_SHAPES = {"depth": (), "segm": (), "flow": (2,), "normal": (3,), "inst": ()}  # per pixel
+PASS_SHAPES = {"depth": (), "segm": (), "flow": (2,), "normal": (3,), "inst": (), "uv": (2,), "canon": (3,)}
+# <name>_corr.mat's (ClipSpec.correspondence): finite on the body, NaN elsewhere
+CORR_PASSES = ("uv", "canon")
+# How far a moving camera's stored camR may be from a rotation (float32 storage is ~1e-7 off)
+ROTATION_TOLERANCE = 1e-3
+
+
+def project_frames(K: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """World points (..., T, J, 3) through frame t's camera (K, R (T, 3, 3), t (T, 3), as `_info.mat`'s camK,
+    camR, camT of a moving camera) -> pixels (..., T, J, 2)."""
+    x = np.einsum("tij,...tkj->...tki", R, np.asarray(points, np.float64)) + t[:, None, :]
+    x = np.einsum("tij,...tkj->...tki", K, x)
+    return x[..., :2] / x[..., 2:3]
+
+
+def _corr_wrong(a: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """(n, H, W, C) correspondence frames -> (n, H, W): pixels not finite on the body or not NaN off it."""
+    return np.where(body, ~np.isfinite(a).all(axis=-1), ~np.isnan(a).all(axis=-1))
 
 
 class Gate:
@@ -162,10 +188,14 @@ class Gate:
         flow: np.ndarray | None = None,
         normal: np.ndarray | None = None,
         inst: np.ndarray | None = None,
+        uv: np.ndarray | None = None,
+        canon: np.ndarray | None = None,
     ) -> None:
         """The next frames of the passes, (n, H, W[, C]) each, the same frames of each (a pass that could not be
-        read is None; a one-person clip's files hold no instances: `inst` None)."""
+        read is None; a one-person clip's files hold no instances: `inst` None; `uv` and `canon` only for a
+        clip with correspondence, ClipSpec.correspondence)."""
         d, s = self._usable("depth", depth), self._usable("segm", segm)
+        corr = {name: self._usable(name, a) for name, a in (("uv", uv), ("canon", canon))}
         i = self._usable("inst", inst)
         if i is None and self.people == 1 and s is not None:
             i = (s > 0).astype(np.uint8)  # one person: the body's pixels are theirs (no _inst.mat)
@@ -189,6 +219,9 @@ class Gate:
         self.labels = (min(self.labels[0], lo), max(self.labels[1], hi))
         fg = s > 0
         self._note("body", _per_frame(fg))
+        for name, a in corr.items():
+            if a is not None and len(a) == len(s):
+                self._note(f"{name} disagree", _per_frame(_corr_wrong(a, fg)))
         if d is not None and len(d) == len(s):
             # segm > 0 exactly where depth < 1e10, and the background holds exactly 1e10.
             self._note("disagree", _per_frame(fg == (d == np.float32(BACKGROUND_DEPTH))))
@@ -320,6 +353,13 @@ class Gate:
                 n = _count(bad.sum(), "pixel")
                 people = f"{self.people} {'person' if self.people == 1 else 'people'}"
                 problems.append(sentence.format(n=n, where=_where(bad), p=people))
+        for name in CORR_PASSES:
+            bad = self._counts(f"{name} disagree")
+            if bad.any():
+                problems.append(
+                    f"{name} and segm disagree on {_count(bad.sum(), 'pixel')} {_where(bad)} "
+                    "(want finite values where segm > 0 and NaN elsewhere)."
+                )
         not_positive = self._counts("not positive")
         if not_positive.any():
             problems.append(
@@ -393,16 +433,19 @@ def assess(
     inst: np.ndarray | None = None,
     visible: np.ndarray | None = None,
     bbox: np.ndarray | None = None,
+    uv: np.ndarray | None = None,
+    canon: np.ndarray | None = None,
 ) -> Quality:
     """Check one clip's arrays and compute its statistics: the Gate fed all frames at once.
 
     `frames`: what the spec says (None: unknown); `size`: (width, height); pass arrays are (T, H, W[, C]) as
     written; `joints2d` (T, 24, 2) as stored and `reprojected` (T, 24, 2) the projection of joints3D with the
     clip's camera; `video` the encoded mp4. An array that could not be read is None, its problem already in
-    `problems`. With `people` > 1 the joints are (P, T, 24, 2); `inst`, `visible`, `bbox` as Gate takes them.
+    `problems`. With `people` > 1 the joints are (P, T, 24, 2); `inst`, `visible`, `bbox`, `uv`, `canon` as Gate
+    takes them.
     """
     gate = Gate(frames, convention, size, problems, people)
-    gate.add(depth, segm, flow, normal, inst)
+    gate.add(depth, segm, flow, normal, inst, uv, canon)
     return gate.finish(joints2d, reprojected, video, visible, bbox)
 
 
@@ -426,12 +469,14 @@ def assess_files(folder: Path, name: str) -> Quality:
     convention: str | None = None
     size = (320, 240)
     people = 1
+    moving = correspondence = False
     try:
         spec, manifest, _ = read_manifest(folder, name)
     except BadClipFile as exc:
         problems.append(f"{exc.path.name} {exc.problem}.")
     else:
         frames, size, people = spec.frame_count, (spec.camera.width, spec.camera.height), len(spec.people)
+        moving, correspondence = spec.camera_motion is not None, spec.correspondence
         convention = manifest.get("convention") or spec.convention
         if convention not in REPROJECTION_TOLERANCE_PX:
             problems.append(f"{name}_manifest.json names an unknown convention {convention!r}.")
@@ -445,11 +490,21 @@ def assess_files(folder: Path, name: str) -> Quality:
     if info is not None:
         # (P,) 2|3 x 24 x T -> (P,) T x 24 x 2|3; a one-person clip has no person axis
         order = (2, 1, 0) if people == 1 else (0, 3, 2, 1)
+        known = len(problems)
+        cameras = _read(problems, info_cameras, folder / f"{name}_info.mat", info)
+        static = cameras is None and len(problems) == known  # not a moving camera's unreadable keys
+        if static and moving:
+            problems.append(
+                f"{name}_info.mat lacks camK, camR and camT, which a moving camera's clip stores."
+            )
+            static = False
         try:
             joints2d = np.asarray(info["joints2D"], np.float32).transpose(order)
             joints3d = np.asarray(info["joints3D"], np.float64).transpose(order)
             cam_loc = np.asarray(info["camLoc"], np.float64).reshape(3)
-            if convention is not None:
+            if convention is not None and cameras is not None:  # a moving camera: each frame's own
+                reprojected = _reproject_moving(problems, name, convention, cameras, joints3d)
+            elif convention is not None and static:
                 reprojected = project_with_info(convention, cam_loc, joints3d)
         except Exception as exc:
             problems.append(
@@ -467,6 +522,9 @@ def assess_files(folder: Path, name: str) -> Quality:
         passes[array] = _read(
             problems, read_pass, folder / f"{name}_{prefix}.mat", prefix, limit, *size, False
         )
+    corr = None
+    if correspondence:  # <name>_corr.mat, only where the spec asks for it
+        corr = _read(problems, read_corr, folder / f"{name}_corr.mat", limit, *size, False)
     video = folder / f"{name}.mp4"
     if not video.is_file():
         problems.append(f"{video.name} is missing.")
@@ -486,7 +544,35 @@ def assess_files(folder: Path, name: str) -> Quality:
         inst=passes["inst"],
         visible=visible,
         bbox=bbox,
+        uv=None if corr is None else corr["uv"],
+        canon=None if corr is None else corr["canon"],
     )
+
+
+def _reproject_moving(
+    problems: list[str],
+    name: str,
+    convention: str,
+    cameras: tuple[np.ndarray, np.ndarray, np.ndarray],
+    joints3d: np.ndarray,
+) -> np.ndarray | None:
+    """joints3D (..., T, 24, 3) through a moving camera's per-frame K, R, t (`_info.mat`'s camK, camR, camT),
+    after checking that each camR is a rotation of the convention's handedness (a reflection in surreal's);
+    None, with the problem noted, when their frames are not joints3D's."""
+    K, R, t = cameras
+    if len(K) != joints3d.shape[-3]:
+        problems.append(
+            f"{name}_info.mat holds camK, camR and camT of {len(K)} frames but joints3D of {joints3d.shape[-3]}."
+        )
+        return None
+    handedness = np.sign(np.linalg.det(WORLD_TO_CV[convention]))
+    with np.errstate(invalid="ignore"):
+        off = np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
+        bad = ~(off <= ROTATION_TOLERANCE) | ~(np.linalg.det(R) * handedness > 0)
+    if bad.any():
+        kind = "a reflection" if handedness < 0 else "a rotation"
+        problems.append(f"camR is not {kind} (the {convention} convention's) {_where(bad)}.")
+    return project_frames(K, R, t, joints3d)
 
 
 @dataclass(frozen=True)
@@ -553,7 +639,7 @@ def qc_stored(specs: Iterable[dict[str, Any]], storage: Storage, threads: int = 
         if isinstance(storage, LocalStorage):
             return ClipQuality(spec.name, where, assess_files(storage.root / spec.output_dir, spec.name))
         with tempfile.TemporaryDirectory(prefix=f"qc-{spec.name}-") as tmp:
-            for suffix in clip_suffixes(len(spec.people)):
+            for suffix in clip_suffixes(len(spec.people), spec.correspondence):
                 key = f"{spec.output_dir}/{spec.name}{suffix}"
                 try:
                     storage.get_file(key, Path(tmp) / f"{spec.name}{suffix}")

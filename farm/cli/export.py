@@ -30,9 +30,11 @@ WhereOption = Annotated[
 ]
 FILE_KINDS = {".mp4": "mp4", "_info.mat": "info", "_depth.mat": "depth", "_segm.mat": "segm",
               "_gtflow.mat": "gtflow", "_normal.mat": "normal", "_manifest.json": "manifest",
-              "_inst.mat": "inst"}  # fmt: skip
+              "_inst.mat": "inst", "_corr.mat": "corr"}  # fmt: skip
 ARRAYS = ("segm", "parts14", "inst", "depth", "depth_bins", "normal", "flow", "joints2D", "joints3D", "visible", "bbox",
           "K", "R", "t")  # fmt: skip
+# A clip with correspondence (ClipSpec.correspondence) adds these to each sample (uv.npy, canon.npy)
+CORR_ARRAYS = ("uv", "canon")
 
 
 def _done_clips(where: list[str] | None) -> list[Any]:
@@ -74,7 +76,8 @@ def index_rows(clips: list[Any], storage: Any) -> list[dict[str, Any]]:
         checksums = {Path(k).name: v for k, v in (clip.checksums or {}).items()}
         for suffix, kind in FILE_KINDS.items():
             name = f"{spec.name}{suffix}"
-            if kind == "inst" and not spec.others:  # a one-person clip has SURREAL's files only
+            if (kind == "inst" and not spec.others) or (kind == "corr" and not spec.correspondence):
+                # a one-person clip has SURREAL's files only; _corr.mat only where the spec asks for it
                 row[f"{kind}_uri"] = row[f"{kind}_sha256"] = row[f"{kind}_size"] = None
                 continue
             row[f"{kind}_uri"] = storage.uri(f"{spec.output_dir}/{name}")
@@ -134,6 +137,7 @@ def shard_samples(
     for f in range(len(clip["segm"])):
         sample = {"__key__": f"{key}-f{f:03d}".encode(), f"rgb.{image}": _image(clip["rgb"][f], image)}
         sample.update({f"{k.lower()}.npy": _npy(clip[k][f]) for k in ARRAYS})
+        sample.update({f"{k}.npy": _npy(clip[k][f]) for k in CORR_ARRAYS if k in clip})
         sample["json"] = json.dumps({**meta, "frame": f}).encode()
         yield sample
 
@@ -237,6 +241,10 @@ def export_shards(
                         meta = {"clip": ref.name, "clip_id": clip.id, "split": split, "run": ref.spec.run,
                                 "sequence": ref.spec.sequence, "convention": "clean", "written_in": ref.convention,
                                 "qc": ref.qc}  # fmt: skip
+                        if ref.spec.camera_motion is not None:  # issue 26's, only where a clip has them
+                            meta["camera_motion"] = ref.spec.camera_motion.model_dump(mode="json")
+                        if ref.motion_blur is not None:
+                            meta["motion_blur"] = ref.motion_blur
                         window.extend(
                             shard_samples(load_clip(ref), sample_key(clip.id, ref.spec), meta, image)
                         )

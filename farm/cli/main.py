@@ -16,6 +16,13 @@ from rich.markup import escape
 from farm import __version__
 from farm.cli import assets, bundle, dashboard, export, jobs, outputs, render_clip, slurm
 from farm.cli.console import err, out, plural, progress_bar
+from farm.cli.plan_options import (
+    CameraMotionOption,
+    CorrespondenceOption,
+    ShutterOption,
+    parse_camera_motion,
+    parse_people,
+)
 from farm.core.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, FarmError
 from farm.core.settings import Device, Settings, get_settings, with_convention
 from farm.core.spec import Convention, Split
@@ -208,22 +215,6 @@ ConventionOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _parse_people(text: str) -> tuple[int, int]:
-    from farm.core.spec import MAX_PEOPLE
-
-    lo, _, hi = text.strip().partition("-")
-    try:
-        fewest, most = int(lo), int(hi or lo)
-    except ValueError:
-        fewest = most = 0
-    if not 1 <= fewest <= most <= MAX_PEOPLE:
-        raise typer.BadParameter(
-            f"{text!r} is not a number of people; use N or A-B with 1 <= A <= B <= {MAX_PEOPLE}, for example 1-4",
-            param_hint="'--people'",
-        )
-    return fewest, most
-
-
 @app.command(rich_help_panel=PLAN)
 def enqueue(
     sequences: Annotated[
@@ -240,12 +231,24 @@ def enqueue(
     people: Annotated[
         str, typer.Option(help="People per clip: N, or A-B drawn per clip (1..4; SURREAL's plan is 1).")
     ] = "1",
+    camera_motion: CameraMotionOption = None,
+    shutter: ShutterOption = None,
+    correspondence: CorrespondenceOption = None,
 ) -> None:
     """Plan clips with SURREAL's rule, store them, and queue one render task per new clip."""
     from scheduler.enqueue import Selection
     from scheduler.enqueue import enqueue as run_enqueue
 
-    selection = Selection(sequences, _parse_runs(runs), split, limit, _parse_people(people))
+    selection = Selection(
+        sequences,
+        _parse_runs(runs),
+        split,
+        limit,
+        parse_people(people),
+        camera_motions=parse_camera_motion(camera_motion),
+        shutter=shutter or 0.0,
+        correspondence=bool(correspondence),
+    )
     settings = with_convention(get_settings(), convention)
     with progress_bar() as bar:
         tasks: dict[str, Any] = {}

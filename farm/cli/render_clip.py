@@ -7,24 +7,48 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from farm.cli.plan_options import (
+    CameraMotionOption,
+    CorrespondenceOption,
+    PeopleOption,
+    ShutterOption,
+    parse_camera_motion,
+    parse_people,
+)
 from farm.core.errors import BadUsage, FarmError
 from farm.core.settings import Device, Engine
 from farm.core.spec import ClipSpec, Convention, parse_spec
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from farm.core.models import Sequence
     from farm.core.settings import Settings
 
 
-def resolve_spec(settings: Settings, sequence: str, run: int, clip: int) -> tuple[ClipSpec, str]:
+def resolve_spec(
+    settings: Settings,
+    sequence: str,
+    run: int,
+    clip: int,
+    *,
+    people: tuple[int, int] | None = None,
+    camera_motions: dict[str, float] | None = None,
+    shutter: float | None = None,
+    correspondence: bool | None = None,
+) -> tuple[ClipSpec, str]:
     """The clip's spec from the database if it was planned, else planned now with the same seed rule.
 
+    The plan options, None where not given, are what `farm enqueue` takes (`camera_motions` as
+    sample_clip_spec takes it, {"static": 1} for a static camera): a clip planned now is planned with them, and
+    they replace a stored spec's own, drawn from its stored seed as sample_clip_spec draws them.
     Returns (spec, "database" | "planned"); nothing is written to the database or enqueued.
     """
     from sqlalchemy import select
 
     from farm.core.db import session_scope
     from farm.core.models import Clip
-    from scheduler.enqueue import load_pools, select_sequences, sequence_ref
+    from scheduler.enqueue import Partners, load_pools, select_sequences, sequence_ref
     from scheduler.plan import clips_in_run
     from scheduler.sampler import sample_clip_spec
 
@@ -39,12 +63,21 @@ def resolve_spec(settings: Settings, sequence: str, run: int, clip: int) -> tupl
             select(Clip).where(Clip.sequence_id == seq.id, Clip.run == run, Clip.clip_index == clip)
         ).first()
         if row is not None:
-            return parse_spec(row.spec), "database"
+            spec = parse_spec(row.spec)
+            return _with_plan_options(
+                session, catalog, seq, spec, people, camera_motions, shutter, correspondence
+            ), "database"
         planned = [p for p in clips_in_run(seq.mocap_frames, seq.mocap_rate, run) if p.clip_index == clip]
         if not planned:
             count = len(clips_in_run(seq.mocap_frames, seq.mocap_rate, run))
             raise FarmError(f"{seq.name} has {count} clips in run {run}: choose --clip 0..{count - 1}")
         pools = load_pools(session, {seq.catalog_id})
+        people = people or (1, 1)
+        partners = (
+            Partners(session).holding(seq.catalog_id, catalog, seq.split, planned[0].frame_count)
+            if people != (1, 1)
+            else None
+        )
         spec = sample_clip_spec(
             sequence_ref(catalog, seq),
             planned[0],
@@ -52,8 +85,54 @@ def resolve_spec(settings: Settings, sequence: str, run: int, clip: int) -> tupl
             settings.seed,
             settings.body_model,
             settings.convention,
+            people,
+            partners,
+            camera_motions=camera_motions,
+            shutter=shutter or 0.0,
+            correspondence=bool(correspondence),
         )
         return spec, "planned"
+
+
+def _with_plan_options(
+    session: Session,
+    catalog: str,
+    seq: Sequence,
+    spec: ClipSpec,
+    people: tuple[int, int] | None,
+    camera_motions: dict[str, float] | None,
+    shutter: float | None,
+    correspondence: bool | None,
+) -> ClipSpec:
+    """A stored spec with the plan options given (not None) in place of its own: the people and the camera
+    motion drawn from the spec's seed, from the streams and with the functions sample_clip_spec uses, so a
+    clip stored with the same options gets back what it holds."""
+    from farm.core.seeding import child_stream
+    from scheduler.enqueue import Partners, load_pools
+    from scheduler.sampler import camera_motion_rand, choose_mode, people_rand, person_rand
+
+    update: dict[str, object] = {}
+    if people is not None:
+        count = people_rand(child_stream(spec.seed, "people"), people) if people != (1, 1) else 1
+        others = []
+        if count > 1:
+            pools = load_pools(session, {seq.catalog_id})
+            partners = Partners(session).holding(seq.catalog_id, catalog, spec.split, spec.frame_count)
+            taken = {(spec.sequence, spec.frame_start)}
+            for k in range(1, count):
+                stream = child_stream(spec.seed, f"person{k + 1}")
+                others.append(person_rand(stream, partners, spec.frame_count, pools, spec.split, taken))
+        update["others"] = tuple(others)
+    if camera_motions is not None:
+        update["camera_motion"] = None
+        if set(camera_motions) != {"static"}:
+            stream = child_stream(spec.seed, "camera_motion")
+            update["camera_motion"] = camera_motion_rand(stream, choose_mode(stream, camera_motions))
+    if shutter is not None:
+        update["shutter"] = shutter
+    if correspondence is not None:
+        update["correspondence"] = correspondence
+    return ClipSpec.model_validate({**spec.model_dump(), **update}) if update else spec
 
 
 def render_clip(
@@ -73,8 +152,15 @@ def render_clip(
             help="What the files mean: surreal (the original's, default) or clean (FARM_CONVENTION)."
         ),
     ] = None,
+    people: PeopleOption = None,
+    camera_motion: CameraMotionOption = None,
+    shutter: ShutterOption = None,
+    correspondence: CorrespondenceOption = None,
 ) -> None:
-    """Render one clip (or its first N frames) to a local folder, with a progress bar."""
+    """Render one clip (or its first N frames) to a local folder, with a progress bar.
+
+    The plan options (--people, --camera-motion, --shutter, --correspondence) replace a stored spec's own.
+    """
     from farm.cli.console import err, plural, progress_bar
     from farm.cli.console import out as stdout
     from farm.core.settings import get_settings, with_convention
@@ -82,6 +168,8 @@ def render_clip(
     from farm.render.job import RenderError, RenderOptions, render_processes
     from worker.output import render_clip_files
 
+    people_range = None if people is None else parse_people(people)
+    camera_motions = None if camera_motion is None else parse_camera_motion(camera_motion) or {"static": 1.0}
     settings = with_convention(get_settings(), convention)
     options = RenderOptions.from_settings(settings)
     chosen_device, chosen_engine = device or options.device, engine or options.engine
@@ -92,7 +180,16 @@ def render_clip(
         memory_limit_mb=options.memory_limit_mb,
         processes=render_processes(chosen_device, chosen_engine, settings.render_processes),
     )
-    spec, source = resolve_spec(settings, sequence, run, clip)
+    spec, source = resolve_spec(
+        settings,
+        sequence,
+        run,
+        clip,
+        people=people_range,
+        camera_motions=camera_motions,
+        shutter=shutter,
+        correspondence=correspondence,
+    )
     if convention is not None:  # also over a stored spec: the option says how to write this copy
         spec = spec.model_copy(update={"convention": convention})
     err.print(f"{spec.name}: spec {'from the database' if source == 'database' else 'planned now'}")

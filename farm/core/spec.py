@@ -86,8 +86,7 @@ def check_camera_motion_mode(mode: str) -> str:
     """`mode` in its one spelling: "static", or CAMERA_MOTIONS' names joined by "+" in their order."""
     parts = mode.split("+")
     if mode != "static" and (
-        not set(parts) <= set(CAMERA_MOTIONS)
-        or parts != sorted(set(parts), key=CAMERA_MOTIONS.index)
+        not set(parts) <= set(CAMERA_MOTIONS) or parts != sorted(set(parts), key=CAMERA_MOTIONS.index)
     ):
         raise ValueError(
             f"the camera motion {mode!r} is not static or some of {', '.join(CAMERA_MOTIONS)} joined by '+' "
@@ -196,7 +195,12 @@ class ClipSpec(Frozen):
         """A spec is stored exactly as before a field existed while that field holds its default: one person,
         a static camera, no motion blur, no correspondence file."""
         data: dict[str, object] = handler(self)
-        for key, default in (("others", ()), ("camera_motion", None), ("shutter", 0.0), ("correspondence", False)):
+        for key, default in (
+            ("others", ()),
+            ("camera_motion", None),
+            ("shutter", 0.0),
+            ("correspondence", False),
+        ):
             if key in data and getattr(self, key) == default:
                 data.pop(key)
         return data

@@ -21,13 +21,20 @@ What an item means (the clean convention of farm/render/__init__.py and the READ
   shift, so its unflipped pixel centres sit at K's (c + 0.5, r + 0.5): K's principal point is moved by
   -0.5 px in both axes to say so. The background image was composited unmirrored, so after the flip it is a
   mirror image (the body is not).
+- A moving camera (ClipSpec.camera_motion; `_info.mat` holds camK, camR, camT, 3x3xT and 3xT): K, R and t are
+  each frame's own, from those keys (converted as above for a surreal clip, frame by frame), joints2D is
+  joints3D through frame t's camera, a surreal clip's depth is divided by frame t's ray lengths and its normals
+  turned by frame t's R, and the background moves in the flow too (it is solved on every pixel).
+- A clip with correspondence (ClipSpec.correspondence, `<name>_corr.mat`) adds uv (H, W, 2) float32, the
+  texture coordinate seen at the pixel, and canon (H, W, 3) float32, that point on the person's canonical body
+  in metres; both NaN on background and unflipped like every image.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +51,7 @@ from farm.render.camera import (
     yaw_matrix,
     zup_from_motion,
 )
-from worker.clip_files import BadClipFile, manifest_frames, read_info, read_pass
+from worker.clip_files import BadClipFile, info_cameras, manifest_frames, read_corr, read_info, read_pass
 from worker.clip_files import read_manifest as read_clip_manifest
 from worker.video import read_mp4
 
@@ -99,6 +106,11 @@ class ClipRef:
         return str(self.manifest.get("convention") or self.spec.convention)
 
     @property
+    def motion_blur(self) -> Any:
+        """The manifest's "motion_blur" (a clip rendered with ClipSpec.shutter > 0), None without."""
+        return self.manifest.get("motion_blur")
+
+    @property
     def frames(self) -> int:
         """The manifest's frame count, 1 up to the spec's (a manifest is as untrusted as the clip's files)."""
         try:
@@ -143,7 +155,7 @@ def fetch_clip(storage: Storage, spec: dict[str, Any], cache: Path) -> ClipRef:
         return read_manifest(storage.root / parsed.output_dir, parsed.name)
     folder = cache / parsed.output_dir
     folder.mkdir(parents=True, exist_ok=True)
-    for suffix in clip_suffixes(len(parsed.people)):
+    for suffix in clip_suffixes(len(parsed.people), parsed.correspondence):
         key, local = f"{parsed.output_dir}/{parsed.name}{suffix}", folder / f"{parsed.name}{suffix}"
         if not local.is_file():
             try:
@@ -164,7 +176,7 @@ def fetch_checked(storage: Storage, stored: StoredClip, spec: ClipSpec, cache: P
     if stored.checksums is not None and not isinstance(storage, LocalStorage):
         folder = cache / spec.output_dir
         folder.mkdir(parents=True, exist_ok=True)
-        for suffix in clip_suffixes(len(spec.people)):
+        for suffix in clip_suffixes(len(spec.people), spec.correspondence):
             key = f"{spec.output_dir}/{spec.name}{suffix}"
             _download_checked(storage, key, folder / f"{spec.name}{suffix}", stored.checksums.get(key))
     return fetch_clip(storage, stored.spec, cache)
@@ -237,9 +249,45 @@ def clean_camera(ref: ClipRef, people3d: np.ndarray) -> tuple[np.ndarray, np.nda
     return K, R, -R @ location, np.stack([joints3d @ A.T + b for joints3d in people3d])  # person by person
 
 
+def clean_cameras(
+    ref: ClipRef, people3d: np.ndarray, cameras: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """clean_camera for a moving camera: (K (T, 3, 3), R (T, 3, 3), t (T, 3), joints3D in the clean world) from
+    the clip's own per-frame `cameras` (camK, camR, camT as worker.clip_files.info_cameras gives them), each frame
+    converted as clean_camera converts the static one."""
+    K, R, t = (np.asarray(a, np.float64) for a in cameras)
+    if ref.convention == "clean":
+        return K, R, t, people3d
+    A, b, cam = surreal_to_clean(ref.spec, people3d[0, 0, PELVIS])
+    flip = np.diag([-1.0, 1.0, 1.0])  # the mirrored camera frame -> the unmirrored one
+    location = -np.einsum("tji,tj->ti", R, t) @ A.T + b  # each frame's centre, in the clean world
+    R_clean = flip @ R @ A.T
+    # the unflipped column c is centred at c + pixel_centre, the rows' centres move by -pixel_centre:
+    # K_clean = F K flip with F: (u, v) -> (W - 1 + pixel_centre - u, v - pixel_centre)
+    F = np.array(
+        [[-1.0, 0.0, cam.width - 1 + cam.pixel_centre], [0.0, 1.0, -cam.pixel_centre], [0.0, 0.0, 1.0]]
+    )
+    K_clean = F @ K @ flip
+    t_clean = -np.einsum("tij,tj->ti", R_clean, location)
+    return K_clean, R_clean, t_clean, np.stack([joints3d @ A.T + b for joints3d in people3d])
+
+
 def project(K: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
     x = (points @ R.T + t) @ K.T
     return x[..., :2] / x[..., 2:3]
+
+
+def project_frames(K: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """`project` with each frame's camera: K, R (T, 3, 3), t (T, 3), points (T, ..., 3) -> (T, ..., 2)."""
+    x = _to_camera_frames(R, t, points)
+    x = np.einsum("tij,t...j->t...i", K, x)
+    return x[..., :2] / x[..., 2:3]
+
+
+def _to_camera_frames(R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (T, ..., 3) of the world into frame t's camera: R (T, 3, 3), t (T, 3)."""
+    shape = (len(t),) + (1,) * (points.ndim - 2) + (3,)
+    return np.einsum("tij,t...j->t...i", R, points) + t.reshape(shape)
 
 
 def _forward_from_backward(backward: np.ndarray, body: np.ndarray, steps: int = 10) -> np.ndarray:
@@ -290,14 +338,24 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
             f"{info_path} lacks a {shape} joints3D, {P}x24xT visible or {P}x4xT bbox ({type(exc).__name__}); "
             "render the clip again"
         ) from None
+    cameras = _read(info_cameras, info_path, info)  # a moving camera's per-frame K, R, t; None: static
+    if cameras is None and spec.camera_motion is not None:
+        raise ClipFileError(
+            f"{info_path} lacks camK, camR and camT, which a moving camera's clip stores; render the clip again"
+        )
     out: dict[str, np.ndarray] = {}
     for prefix, key in PASS_FILES + ((("inst", "inst"),) if P > 1 else ()):
         out[key] = _read(read_pass, ref.folder / f"{ref.name}_{prefix}.mat", prefix, T, W, H)
     if P == 1:
         out["inst"] = (out["segm"] > 0).astype(np.uint8)
+    if spec.correspondence:
+        out.update(_read(read_corr, ref.folder / f"{ref.name}_corr.mat", T, W, H))  # uv, canon
     if with_rgb:
         out["rgb"] = _read(read_mp4, ref.folder / f"{ref.name}.mp4", W, H, T)
-    K, R, t, clean3d = clean_camera(ref, people3d)
+    if cameras is None:
+        K, R, t, clean3d = clean_camera(ref, people3d)
+    else:
+        K, R, t, clean3d = clean_cameras(ref, people3d, cameras)
     joints3d = clean3d[0] if P == 1 else clean3d.transpose(1, 0, 2, 3)  # (T, 24, 3) or (T, P, 24, 3)
     if ref.convention == "surreal":
         # pixel c of the surreal frame spans [c, c + 1]; flipped, it is column W - 1 - c, spanning +-0.5
@@ -308,13 +366,23 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
             out[key] = np.ascontiguousarray(out[key][:, :, ::-1])
         _, _, cam = surreal_to_clean(spec, people3d[0, 0, PELVIS])
         fg = out["segm"] > 0
-        out["depth"] = np.where(fg, out["depth"] / cam.ray_lengths, np.float32(BACKGROUND_DEPTH)).astype(
-            np.float32
-        )
-        to_cam = np.diag([-1.0, 1.0, 1.0]) @ cam.R  # world normals -> the unmirrored camera frame
-        out["normal"] = (out["normal"].astype(np.float64) @ to_cam.T).astype(np.float32) * fg[..., None]
-        out["flow"] = _forward_from_backward(out["flow"].astype(np.float32), fg)
-    cam_z = ((joints3d[:, 0] if P > 1 else joints3d) @ R.T + t)[..., 2]  # the first person's
+        if cameras is None:
+            out["depth"] = np.where(fg, out["depth"] / cam.ray_lengths, np.float32(BACKGROUND_DEPTH)).astype(
+                np.float32
+            )
+            to_cam = np.diag([-1.0, 1.0, 1.0]) @ cam.R  # world normals -> the unmirrored camera frame
+            out["normal"] = (out["normal"].astype(np.float64) @ to_cam.T).astype(np.float32) * fg[..., None]
+            out["flow"] = _forward_from_backward(out["flow"].astype(np.float32), fg)
+        else:  # each frame's own camera; the background moves too
+            # frame t's ray lengths with its K (the surreal frame's pixels, so flipped as the depth was)
+            rays = np.stack([replace(cam, K=k).ray_lengths[:, ::-1] for k in cameras[0]])
+            out["depth"] = np.where(fg, out["depth"] / rays, np.float32(BACKGROUND_DEPTH)).astype(np.float32)
+            to_cam = np.diag([-1.0, 1.0, 1.0]) @ cameras[1]  # (T, 3, 3): world -> frame t's unmirrored camera
+            normal = np.einsum("tij,thwj->thwi", to_cam, out["normal"].astype(np.float64))
+            out["normal"] = normal.astype(np.float32) * fg[..., None]
+            out["flow"] = _forward_from_backward(out["flow"].astype(np.float32), np.ones_like(fg))
+    first = joints3d[:, 0] if P > 1 else joints3d  # the first person's
+    cam_z = (first @ R.T + t if cameras is None else _to_camera_frames(R, t, first))[..., 2]
     out["segm"] = out["segm"].astype(np.uint8)
     out["parts14"] = PARTS14[out["segm"]]
     out["depth"] = out["depth"].astype(np.float32)
@@ -322,12 +390,21 @@ def load_clip(ref: ClipRef, with_rgb: bool = True) -> dict[str, np.ndarray]:
     out["normal"] = out["normal"].astype(np.float32)
     out["flow"] = out["flow"].astype(np.float32)
     out["joints3D"] = joints3d.astype(np.float32)
-    out["joints2D"] = project(K, R, t, joints3d).astype(np.float32)
+    if cameras is None:
+        out["joints2D"] = project(K, R, t, joints3d).astype(np.float32)
+    else:
+        out["joints2D"] = project_frames(K, R, t, joints3d).astype(np.float32)
     out["visible"] = visible[:, 0] if P == 1 else visible
     out["bbox"] = (bbox[:, 0] if P == 1 else bbox).astype(np.float32)
-    out["K"] = np.repeat(K[None].astype(np.float32), T, 0)
-    out["R"] = np.repeat(R[None].astype(np.float32), T, 0)
-    out["t"] = np.repeat(t[None].astype(np.float32), T, 0)
+    if cameras is None:
+        out["K"] = np.repeat(K[None].astype(np.float32), T, 0)
+        out["R"] = np.repeat(R[None].astype(np.float32), T, 0)
+        out["t"] = np.repeat(t[None].astype(np.float32), T, 0)
+    else:
+        out["K"], out["R"], out["t"] = K.astype(np.float32), R.astype(np.float32), t.astype(np.float32)
+    if spec.correspondence:
+        out["uv"] = out["uv"].astype(np.float32)
+        out["canon"] = out["canon"].astype(np.float32)
     return out
 
 
@@ -341,15 +418,19 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def clip_fields(spec: dict[str, Any], qc: dict[str, Any] | None) -> dict[str, Any]:
-    """The flat fields a filter can name: the spec's scalars (camera.* as camera_*), `people` (how many), the
-    clip's QC statistics, and frames_with_body as a fraction of the clip's frames (frames_with_body_count is the
-    manifest's count)."""
+    """The flat fields a filter can name: the spec's scalars (camera.* as camera_*, camera_motion.* as
+    camera_motion_*), `people` (how many), the clip's QC statistics, and frames_with_body as a fraction of the
+    clip's frames (frames_with_body_count is the manifest's count). A spec stores issue 26's fields only when
+    they are not their defaults: a static camera is camera_motion_mode "static", shutter 0, correspondence
+    False."""
     fields: dict[str, Any] = {}
     for key, value in spec.items():
         if isinstance(value, dict):
             fields.update({f"{key}_{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
-        elif not isinstance(value, (list, tuple)):
+        elif not isinstance(value, (list, tuple)) and not (key == "camera_motion" and value is None):
             fields[key] = value
+    for key, default in (("camera_motion_mode", "static"), ("shutter", 0.0), ("correspondence", False)):
+        fields.setdefault(key, default)
     fields["people"] = 1 + len(spec.get("others") or [])
     qc = qc or {}
     fields.update({k: v for k, v in qc.items() if k not in ("frames_with_body", "people")})
@@ -410,13 +491,22 @@ def parse_filters(expressions: Iterable[str], known: Iterable[str]) -> list[Cond
 
 
 def _filter_fields() -> tuple[str, ...]:
+    from types import UnionType
+    from typing import Union, get_args, get_origin
+
     from pydantic import BaseModel
 
     spec: dict[str, Any] = {}
     for name, field in ClipSpec.model_fields.items():
         kind = field.annotation
-        sub = isinstance(kind, type) and issubclass(kind, BaseModel)
-        spec[name] = {k: 0 for k in kind.model_fields} if sub else 0  # type: ignore[union-attr]
+        # a model, or a model | None (camera_motion); not a tuple of them (others)
+        optional = get_origin(kind) in (Union, UnionType)
+        models = [
+            k
+            for k in (kind, *(get_args(kind) if optional else ()))
+            if isinstance(k, type) and issubclass(k, BaseModel)
+        ]
+        spec[name] = {k: 0 for k in models[0].model_fields} if models else 0  # a model, or a model | None
     stats = ("frames", "frames_with_body", "body_pixels_mean", "joints_in_image", "flow_mean")
     return tuple(clip_fields(spec, {k: 0 for k in stats}))
 

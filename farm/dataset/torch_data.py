@@ -32,7 +32,9 @@ from farm.dataset.clips import (
 
 
 class SurrealClips(Dataset[dict[str, Any]]):
-    """Rendered clips as tensors of the clean convention (farm/dataset/clips.py says what each value means).
+    """Rendered clips as tensors of the clean convention (farm/dataset/clips.py says what each value means: a
+    moving camera's K, R, t are each frame's own; a clip with correspondence adds uv and canon, so batch such
+    clips apart from the others, as clips of several people).
 
     `root`: a local output folder (every clip under it, found by its manifest), or a farm Storage with `specs`
     (`StoredClip`s, as `SurrealClips.from_farm` reads them from the database, or bare spec dicts). `index`:

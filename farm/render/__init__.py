@@ -45,10 +45,17 @@ SURREAL depend on it:
 
 Both:
 - segm: 0 background, 1..24 SMPL parts (joint index + 1), the anatomical part (not swapped by the mirror).
+- uv, canon (only with ClipSpec.correspondence): the texture UV (Blender's, v up) and the point on the
+  person's canonical body (mean shape, zero pose and translation, the model's frame, metres) of the surface
+  seen at each pixel's centre (AOVs interpolated there); NaN on background; flipped like every pass.
 - RGB: albedo (sRGB texture, linearised) x SH irradiance, emitted; sRGB-encoded; composited over the
-  background image (never mirrored) with the render's alpha.
+  background image (never mirrored) with the render's alpha. With ClipSpec.shutter > 0 (motion blur), the
+  mean in linear light of MOTION_BLUR_SAMPLES such composites at times spread over the open shutter, centred
+  on the frame (blender/motion_blur.py); every other pass stays the frame's own (the shutter's centre).
 - SH irradiance: Ramamoorthi-Hanrahan with the clip's 9 coefficients in the order L00, L1-1, L10, L11,
-  L2-2, L2-1, L20, L21, L22, evaluated on the normal in the OpenCV frame of the camera Blender renders with,
-  so the "vertical" term L1-1 multiplies y (down): a negative coefficient lights the body from above, as in
-  SURREAL.
+  L2-2, L2-1, L20, L21, L22, evaluated on the normal in the frame of the camera Blender renders with (the
+  proper twin in the surreal convention): x right, y down, z towards the camera (Cycles' camera space, whose z
+  looks forward, with y and z negated; tests/blender/test_correspondence.py measures it on the RGB). So the
+  "vertical" term L1-1 multiplies y (down): a negative coefficient lights the body from above, as in SURREAL.
+  A moving camera carries this light rig with it.
 """

@@ -44,8 +44,8 @@ class Camera:
     pixel_centre: float = 0.0  # K's coordinate of pixel 0's centre: 0 (clean) or 0.5 (surreal, unshifted)
     path: CameraPath | None = None  # a moving camera's frames (K, R above are frame 0's); None: static
 
-    def at(self, t: int) -> Camera:
-        """Frame t's camera (static: this one)."""
+    def at(self, t: float) -> Camera:
+        """The camera at time t in frames, fractions too (static: this one)."""
         if self.path is None:
             return self
         K, R = self.path.at(t)

@@ -51,7 +51,11 @@ def _rz(a: np.ndarray) -> np.ndarray:
 
 def turn(pan: np.ndarray, tilt: np.ndarray, roll: np.ndarray) -> np.ndarray:
     """D = R_z(roll) R_x(tilt) R_y(-pan), (..., 3, 3)."""
-    return _rz(np.asarray(roll, np.float64)) @ _rx(np.asarray(tilt, np.float64)) @ _ry(-np.asarray(pan, np.float64))
+    return (
+        _rz(np.asarray(roll, np.float64))
+        @ _rx(np.asarray(tilt, np.float64))
+        @ _ry(-np.asarray(pan, np.float64))
+    )
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,9 @@ def pixel_grid(width: int, height: int, pixel_centre: float) -> np.ndarray:
     return np.stack([u, v, np.ones_like(u)], -1)
 
 
-def warp_background(canvas: np.ndarray, H: np.ndarray, width: int, height: int, pixel_centre: float) -> np.ndarray:
+def warp_background(
+    canvas: np.ndarray, H: np.ndarray, width: int, height: int, pixel_centre: float
+) -> np.ndarray:
     """Frame pixels (height, width, C) of the canvas (a frame-0 view extended BACKGROUND_MARGIN times, its
     centre the frame-0 image) seen through the homography H (frame-0 -> frame pixels); bilinear, edges held."""
     ch, cw = canvas.shape[:2]
@@ -179,7 +185,9 @@ def warp_background(canvas: np.ndarray, H: np.ndarray, width: int, height: int, 
     return (top * (1 - fy) + bottom * fy).astype(np.float32)
 
 
-def background_flow(path: CameraPath, t: int, convention: str, width: int, height: int, pixel_centre: float) -> np.ndarray:
+def background_flow(
+    path: CameraPath, t: int, convention: str, width: int, height: int, pixel_centre: float
+) -> np.ndarray:
     """(H, W, 2) float32 flow of the background at frame t in the convention's sign (farm/render/__init__.py):
     surreal: towards the previous frame as (x_prev - x, y - y_prev), 0 at frame 0; clean: forward (x_next - x,
     y_next - y), 0 at the last frame."""

@@ -39,10 +39,11 @@ def pass_files(job: RenderJob) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """A scratch folder holding the clip's zeroed pass files for Blender to fill, and read-only maps of them
     (which stay readable after the folder is removed)."""
     T, H, W = job.frame_count, job.camera.height, job.camera.width
-    scratch = scratch_dir(T * H * W * 33)  # 33 bytes of passes per pixel
+    corr = job.spec.correspondence  # `uv` and `canon` too (20 bytes a pixel)
+    scratch = scratch_dir(T * H * W * (53 if corr else 33))  # 33 bytes of passes per pixel
     with tempfile.TemporaryDirectory(prefix="surreal-passes-", dir=scratch) as out_dir:
-        create_result_files(Path(out_dir), T, H, W)
-        yield out_dir, dict(open_result_files(Path(out_dir), T, H, W, "r"))
+        create_result_files(Path(out_dir), T, H, W, corr)
+        yield out_dir, dict(open_result_files(Path(out_dir), T, H, W, "r", corr))
 
 
 def _rss_mb(pid: int) -> float:

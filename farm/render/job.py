@@ -20,6 +20,33 @@ BACKGROUND_DEPTH = 1e10
 
 
 RESULT_ARRAYS = ("rgb", "alpha", "depth", "normal", "flow", "segm", "inst")
+# Only for clips whose spec asks for dense correspondence (ClipSpec.correspondence); None otherwise.
+CORRESPONDENCE_ARRAYS = ("uv", "canon")
+
+# Motion blur (ClipSpec.shutter > 0, issue 26): each frame's RGB is the mean of this many renders at times
+# spread evenly over the open shutter (motion_blur_offsets); every other pass is the shutter's centre, the frame
+# itself. 8 keeps the steps between samples at about a pixel for the fastest limbs at the usual shutters
+# (the built-in walk moves up to ~17 px a frame: 17 x 0.5 / 8 ~ 1 px at shutter 0.5), at 8 Combined-only
+# renders a frame.
+MOTION_BLUR_SAMPLES = 8
+
+
+def motion_blur_offsets(shutter: float, samples: int = MOTION_BLUR_SAMPLES) -> np.ndarray:
+    """(samples,) the blur samples' times relative to their frame, in frames: the midpoints of `samples` equal
+    slices of [-shutter / 2, shutter / 2] (the shutter is centred on the frame)."""
+    return shutter * ((np.arange(samples) + 0.5) / samples - 0.5)
+
+
+def motion_blur_manifest(shutter: float) -> dict[str, object] | None:
+    """The manifest's `motion_blur` entry of a clip rendered with `shutter`; None (no entry) without blur."""
+    if shutter <= 0:
+        return None
+    return {
+        "shutter": shutter,
+        "samples": MOTION_BLUR_SAMPLES,
+        "note": "RGB only: every other pass is the shutter's centre (the frame's own time, as without blur)",
+    }
+
 
 # How close EEVEE's passes come to Cycles' (measured by tests/blender/test_render_eevee.py, which holds them
 # to these bounds). EEVEE keeps normals and the Vector pass in half floats, and where two faces tie at a pixel
@@ -57,9 +84,11 @@ GUARANTEES: dict[str, dict[str, str]] = {
 }
 
 
-def result_shapes(T: int, H: int, W: int) -> dict[str, tuple[tuple[int, ...], type]]:
-    """Each pass array of a RenderResult: (shape, dtype)."""
-    return {
+def result_shapes(
+    T: int, H: int, W: int, correspondence: bool = False
+) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Each pass array of a RenderResult: (shape, dtype); `uv` and `canon` only with `correspondence`."""
+    shapes: dict[str, tuple[tuple[int, ...], type]] = {
         "rgb": ((T, H, W, 3), np.uint8),
         "alpha": ((T, H, W), np.float32),
         "depth": ((T, H, W), np.float32),
@@ -68,21 +97,30 @@ def result_shapes(T: int, H: int, W: int) -> dict[str, tuple[tuple[int, ...], ty
         "segm": ((T, H, W), np.uint8),
         "inst": ((T, H, W), np.uint8),
     }
+    if correspondence:
+        shapes["uv"] = ((T, H, W, 2), np.float32)
+        shapes["canon"] = ((T, H, W, 3), np.float32)
+    return shapes
 
 
-def create_result_files(folder: Path, T: int, H: int, W: int) -> None:
+def create_result_files(folder: Path, T: int, H: int, W: int, correspondence: bool = False) -> None:
     """The pass arrays as zeroed .npy files in `folder`, for Blender processes to fill (each its own frames)."""
-    for name, (shape, dtype) in result_shapes(T, H, W).items():
+    for name, (shape, dtype) in result_shapes(T, H, W, correspondence).items():
         np.lib.format.open_memmap(folder / f"{name}.npy", "w+", dtype, shape).flush()
 
 
 def open_result_files(
-    folder: Path, T: int, H: int, W: int, mode: Literal["r", "r+"] = "r+"
+    folder: Path,
+    T: int,
+    H: int,
+    W: int,
+    mode: Literal["r", "r+"] = "r+",
+    correspondence: bool = False,
 ) -> dict[str, np.memmap]:
     """The files create_result_files made, mapped for writing (Blender) or reading ("r": the maps stay readable
     after the folder is removed)."""
     arrays = {}
-    for name, (shape, dtype) in result_shapes(T, H, W).items():
+    for name, (shape, dtype) in result_shapes(T, H, W, correspondence).items():
         a = np.load(folder / f"{name}.npy", mmap_mode=mode)
         if a.shape != shape or a.dtype != dtype:
             raise RenderError(f"{folder / name}.npy holds {a.dtype} {a.shape}, not {np.dtype(dtype)} {shape}")
@@ -113,6 +151,9 @@ class BodyMesh:
     face_parts: np.ndarray  # (F,) uint8 part label 1..24 (the material index + 1)
     texture: np.ndarray  # (H, W, 3) uint8 sRGB
     world_from_body: np.ndarray  # (4, 4) rigid: body coordinates -> world
+    # (V, 3) float32: each vertex on the person's canonical body (mean shape, zero pose and translation, the
+    # model's frame), only when the spec asks for correspondence (ClipSpec.correspondence); else None
+    canonical: np.ndarray | None = None
 
 
 @dataclass
@@ -127,9 +168,12 @@ class RenderJob:
     ft: np.ndarray  # (F, 3) int32 UV index per face corner
     face_parts: np.ndarray  # (F,) uint8 part label 1..24 (the material index + 1)
     texture: np.ndarray  # (H, W, 3) uint8 sRGB
-    background: np.ndarray  # (height, width, 3) uint8 sRGB, the camera's size
+    # (height, width, 3) uint8 sRGB, the camera's size; a moving camera's is its background canvas
+    # (farm/render/camera_motion.py background_canvas_size), warped per frame
+    background: np.ndarray
     camera: Camera
     others: list[BodyMesh] = field(default_factory=list)  # the clip's other people (spec.others), in order
+    canonical: np.ndarray | None = None  # (V, 3) float32, the first person's (BodyMesh.canonical)
 
     @property
     def frame_count(self) -> int:
@@ -145,6 +189,7 @@ class RenderJob:
             self.face_parts,
             self.texture,
             self.camera.world_from_body,
+            self.canonical,
         )
         return [first, *self.others]
 
@@ -163,6 +208,10 @@ class RenderResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: "setup", "render", "read"
     software: dict[str, str] = field(default_factory=dict)  # e.g. {"blender": "5.0.1"}
     guarantees: dict[str, str] = field(default_factory=dict)  # GUARANTEES[engine]: what the passes promise
+    # Only for clips whose spec asks for correspondence (ClipSpec.correspondence), else None; both flipped
+    # left-right in the surreal convention like every pass, NaN on background (segm == 0):
+    uv: np.ndarray | None = None  # float32 (T, H, W, 2): the texture UV (Blender's: v up) at the pixel centre
+    canon: np.ndarray | None = None  # float32 (T, H, W, 3): its point on the canonical body
 
 
 @dataclass(frozen=True)

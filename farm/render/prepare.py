@@ -8,7 +8,7 @@ import numpy as np
 
 from farm.core.settings import Settings
 from farm.core.spec import ClipSpec, Person
-from farm.render.camera import apply_rigid, make_camera, world_from_body
+from farm.render.camera import apply_rigid, make_camera, with_motion, world_from_body
 from farm.render.job import BodyMesh, RenderJob
 from farm.render.placement import footprint, place
 
@@ -45,6 +45,7 @@ def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Settings |
     from farm.assets.body import load_body_model
     from farm.assets.motion import load_clip_motion
     from farm.assets.textures import load_texture
+    from farm.render.camera_motion import background_canvas_size
 
     if frames is not None:
         spec = spec.model_copy(update={"frame_count": max(1, min(frames, spec.frame_count))})
@@ -64,6 +65,9 @@ def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Settings |
             texture=load_texture(person.texture, settings=settings),
             world_from_body=np.eye(4),
         )
+        if spec.correspondence:  # the canonical body: mean shape (betas 0), zero pose, zero translation
+            rest = model.evaluate(np.zeros((1, 72), np.float32), np.zeros(10, np.float32), np.zeros((1, 3)))
+            mesh.canonical = rest.vertices[0].astype(np.float32)
         return mesh, poses, body.joints
 
     first, *rest = spec.people
@@ -79,8 +83,13 @@ def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Settings |
         texture=mesh.texture,
         background=load_background(spec.background, spec.camera.width, spec.camera.height),
         camera=camera,
+        canonical=mesh.canonical,
     )
     clip = PreparedClip(job, poses, camera.body_to_world(joints).astype(np.float32))
+    if spec.camera_motion is not None:
+        job.camera = with_motion(camera, spec, clip.joints[:, 0])
+        width, height = background_canvas_size(spec.camera.width, spec.camera.height)
+        job.background = load_background(spec.background, width, height)
     if not rest:
         return clip
     unplaced = []

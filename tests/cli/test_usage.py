@@ -77,6 +77,9 @@ NAMES = [" ".join(("farm", *path)) for path, _ in COMMANDS]
 CHECKED = {
     ("enqueue", "--runs"): "5",
     ("enqueue", "--people"): "7",
+    ("enqueue", "--camera-motion"): "zoom+follow",
+    ("render-clip", "--people"): "7",
+    ("render-clip", "--camera-motion"): "follow=-1",
     ("export", "index", "--where"): "bodies>3",
     ("export", "shards", "--where"): "frames_with_body>>0.9",
     ("slurm", "script", "--time"): "5h",
@@ -163,7 +166,8 @@ def test_a_value_outside_an_options_set_is_bad_usage_in_one_sentence(farm, path,
 def test_the_walk_found_the_options_new_users_met():
     tested = {(*p, o.opts[0]) for p, _, o, _ in BAD_VALUES}
     assert {("enqueue", "--runs"), ("enqueue", "--split"), ("enqueue", "--people"), ("export", "shards", "--image"),
-            ("render-clip", "--engine"), ("worker", "--device"), ("bookkeeper", "--port")} <= tested  # fmt: skip
+            ("render-clip", "--engine"), ("worker", "--device"), ("bookkeeper", "--port"), ("enqueue", "--camera-motion"),
+            ("enqueue", "--shutter"), ("render-clip", "--people"), ("render-clip", "--shutter")} <= tested  # fmt: skip
 
 
 def test_the_complaints_in_the_users_words(farm):

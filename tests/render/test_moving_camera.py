@@ -27,7 +27,16 @@ MOTION = dict(mode="follow+handheld+zoom", lag_s=0.2, shake_deg=1.5, shake_hz=2.
 
 @pytest.fixture(scope="module")
 def moving(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
-    root = tmp_path_factory.mktemp("moving")
+    return render_moving(tmp_path_factory.mktemp("moving"), "surreal", FRAMES)
+
+
+@pytest.fixture(scope="module")
+def moving_clean(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
+    return render_moving(tmp_path_factory.mktemp("moving-clean"), "clean", 4)
+
+
+def render_moving(root: Path, convention: str, frames: int) -> dict[str, dict[str, np.ndarray]]:
+    """The built-in walking clip's first `frames` frames with MOTION's camera, read back from its files."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
     env["FARM_DATABASE_URL"] = f"sqlite:///{root / 'farm.db'}"
     farm = str(Path(sys.executable).parent / "farm")
@@ -43,9 +52,9 @@ from farm.render.job import RenderOptions
 from worker.output import render_clip_files
 settings = get_settings()
 spec, _ = resolve_spec(settings, "walk_s01_01", 0, 2)
-spec = spec.model_copy(update={{"camera_motion": CameraMotion(**{MOTION!r})}})
+spec = spec.model_copy(update={{"camera_motion": CameraMotion(**{MOTION!r}), "convention": {convention!r}}})
 with ParallelRenderer(RenderOptions.from_settings(settings)) as renderer:
-    render_clip_files(spec, renderer, Path(sys.argv[1]), frames={FRAMES}, settings=settings)
+    render_clip_files(spec, renderer, Path(sys.argv[1]), frames={frames}, settings=settings)
 """
     run = subprocess.run(
         [sys.executable, "-c", code, str(root / "out")], env=env, cwd=root, capture_output=True, text=True
@@ -55,7 +64,7 @@ with ParallelRenderer(RenderOptions.from_settings(settings)) as renderer:
     files = {"info": scipy.io.loadmat(folder / f"{CLIP}_info.mat")}
     for prefix in ("depth", "segm", "gtflow", "normal"):
         mat = scipy.io.loadmat(folder / f"{CLIP}_{prefix}.mat")
-        files[prefix] = {"all": np.stack([mat[f"{prefix}_{t}"] for t in range(1, FRAMES + 1)])}
+        files[prefix] = {"all": np.stack([mat[f"{prefix}_{t}"] for t in range(1, frames + 1)])}
     return files
 
 
@@ -179,3 +188,30 @@ def test_depth_flow_and_normals_follow_each_frames_camera(moving, smpl_models):
     )
     assert np.median(body_motion) > 1.0
     assert np.quantile(body_flow_errors, 0.95) < 0.1 and max(body_flow_errors) < 0.25, body_flow_errors
+
+
+@pytest.mark.blender
+def test_the_clean_convention_moves_the_same_way(moving_clean):
+    """Clean: unrounded joints2D (pixel c centred at c), forward flow (0 on the last frame), camera-frame normals."""
+    info = moving_clean["info"]
+    K, R, t = cameras(info)
+    T = len(K)
+    j3 = sr.joints3d(info)
+    mine = np.stack([project(K[i], R[i], t[i], j3[i]) for i in range(T)])
+    assert np.abs(mine - sr.stored_joints2d(info)).max() < 1e-3
+    assert not np.allclose(R[0], R[-1]) and np.linalg.det(R).min() > 0  # it turns; no mirror
+    segm, flow, normal = (
+        moving_clean["segm"]["all"],
+        moving_clean["gtflow"]["all"],
+        moving_clean["normal"]["all"],
+    )
+    assert not flow[-1].any()
+    u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
+    pix = np.stack([u, v, np.ones_like(u)], -1)
+    for frame in range(T - 1):
+        bg = segm[frame] == 0
+        d = pix[bg] @ np.linalg.inv(K[frame]).T @ R[frame]  # world directions of the background's pixels
+        x = d @ R[frame + 1].T @ K[frame + 1].T
+        expected = x[:, :2] / x[:, 2:] - pix[bg][:, :2]
+        assert np.abs(flow[frame][bg] - expected).max() < 0.1
+        assert (normal[frame][segm[frame] > 0][:, 2] < 0).mean() > 0.95  # facing this frame's camera
