@@ -21,6 +21,7 @@ SERVICES = ("--pg", PG_ADMIN_URL, "--redis", REDIS_URL)
 CASES = [
     pytest.param("body", (), "neutral ", id="body"),
     pytest.param("bookkeeper", SERVICES, "/api/progress", marks=pytest.mark.services, id="bookkeeper"),
+    pytest.param("cli_start", (), "`farm status --json`", id="cli_start"),
     pytest.param(
         "enqueue", SERVICES, "clips stored / messages queued", marks=pytest.mark.services, id="enqueue"
     ),
@@ -28,6 +29,7 @@ CASES = [
         "farm_load", SERVICES, "clips done twice / lost", marks=pytest.mark.services, id="farm_load"
     ),
     pytest.param("render", (), "end-to-end rate (warm clips 2..N)", marks=pytest.mark.blender, id="render"),
+    pytest.param("shards", (), "compact, PNG RGB (default)", marks=pytest.mark.blender, id="shards"),
     pytest.param("storage", (), "seaweedfs |", id="storage"),
 ]
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from farm.core.spec import Split
+from farm.core.choices import Split
 
 app = typer.Typer(help="Bodies and appearance assets.", no_args_is_help=True)
 

@@ -31,7 +31,7 @@ PROJECT_PACKAGES = ("farm", "scheduler", "worker", "blender", "migrations")
 
 # What `farm jobs render` and `farm qc` import (measured: sys.modules after both, mapped to distributions).
 RENDER_DISTS = (
-    "bpy", "numpy", "scipy", "pillow", "imageio-ffmpeg", "pydantic", "pydantic-core", "pydantic-settings",
+    "bpy", "isal", "numpy", "scipy", "pillow", "imageio-ffmpeg", "pydantic", "pydantic-core", "pydantic-settings",
     "annotated-types", "typing-inspection", "typing-extensions", "python-dotenv", "typer", "click", "rich",
     "markdown-it-py", "mdurl", "pygments", "shellingham", "annotated-doc",
 )  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import tarfile
@@ -31,9 +30,10 @@ WhereOption = Annotated[
 FILE_KINDS = {".mp4": "mp4", "_info.mat": "info", "_depth.mat": "depth", "_segm.mat": "segm",
               "_gtflow.mat": "gtflow", "_normal.mat": "normal", "_manifest.json": "manifest",
               "_inst.mat": "inst", "_corr.mat": "corr"}  # fmt: skip
+# A sample's arrays (one member each), and those a clip with correspondence (ClipSpec.correspondence) adds: both
+# are farm.dataset.shards' own (a test checks), repeated here so that the CLI starts without the dataset reader.
 ARRAYS = ("segm", "parts14", "inst", "depth", "depth_bins", "normal", "flow", "joints2D", "joints3D", "visible", "bbox",
           "K", "R", "t")  # fmt: skip
-# A clip with correspondence (ClipSpec.correspondence) adds these to each sample (uv.npy, canon.npy)
 CORR_ARRAYS = ("uv", "canon")
 
 
@@ -109,20 +109,6 @@ def export_index(
     stdout.print(f"wrote {plural(len(rows), 'clip')} to {out}", highlight=False)
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _image(rgb: np.ndarray, kind: str) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG" if kind == "png" else "JPEG", quality=95)
-    return buf.getvalue()
-
-
 def sample_key(clip_id: int, spec: Any) -> str:
     """The prefix of a clip's sample keys: readable, and unique because it ends in the database id (names repeat
     across runs and catalogs). Only [A-Za-z0-9_-] is kept: webdataset splits a member name at its first dot."""
@@ -131,15 +117,13 @@ def sample_key(clip_id: int, spec: Any) -> str:
 
 
 def shard_samples(
-    clip: dict[str, np.ndarray], key: str, meta: dict[str, Any], image: str
+    clip: dict[str, np.ndarray], key: str, meta: dict[str, Any], image: str, encoding: str = "compact"
 ) -> Iterator[dict[str, bytes]]:
-    """One WebDataset sample per frame: `__key__` (`<key>-fNNN`) and {extension: bytes}."""
-    for f in range(len(clip["segm"])):
-        sample = {"__key__": f"{key}-f{f:03d}".encode(), f"rgb.{image}": _image(clip["rgb"][f], image)}
-        sample.update({f"{k.lower()}.npy": _npy(clip[k][f]) for k in ARRAYS})
-        sample.update({f"{k}.npy": _npy(clip[k][f]) for k in CORR_ARRAYS if k in clip})
-        sample["json"] = json.dumps({**meta, "frame": f}).encode()
-        yield sample
+    """One WebDataset sample per frame: `__key__` (`<key>-fNNN`), a member per array in `encoding` (compact or
+    raw, farm/dataset/shards.py) and `json`."""
+    from farm.dataset.shards import shard_samples as samples
+
+    return samples(clip, key, meta, image, encoding)
 
 
 # An export's shards, and the partial ones a killed export left
@@ -204,14 +188,24 @@ def export_shards(
     ] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="The shuffle's seed.")] = 0,
     image: Annotated[
-        Literal["png", "jpg"], typer.Option("--image", help="RGB as png (lossless) or jpg.")
+        Literal["png", "jpg"], typer.Option("--image", help="RGB as png (lossless) or jpg (quality 95).")
     ] = "png",
+    encoding: Annotated[
+        Literal["compact", "raw"],
+        typer.Option(
+            "--encoding",
+            help="compact: labels as 8-bit PNG, depth, flow, normals (and uv, canon) as 16-bit fixed-point PNG "
+            "within stated bounds (about 0.1 MB a frame at 320x240); raw: every array as exact .npy (about 2 MB "
+            "a frame). farm.dataset.shards.decode_sample reads either.",
+        ),
+    ] = "compact",
     mix_clips: Annotated[
         int, typer.Option("--mix-clips", min=1, help="Frames are shuffled across windows of this many clips.")
     ] = 8,
     where: WhereOption = None,
 ) -> None:
-    """Write the done clips as WebDataset shards of one frame each, in the clean convention (farm.dataset)."""
+    """Write the done clips as WebDataset shards of one frame each, in the clean convention (farm.dataset); read
+    them back with farm.dataset.shards.decode_sample."""
     import tempfile
 
     from farm.cli.console import out as stdout
@@ -246,7 +240,9 @@ def export_shards(
                         if ref.motion_blur is not None:
                             meta["motion_blur"] = ref.motion_blur
                         window.extend(
-                            shard_samples(load_clip(ref), sample_key(clip.id, ref.spec), meta, image)
+                            shard_samples(
+                                load_clip(ref), sample_key(clip.id, ref.spec), meta, image, encoding
+                            )
                         )
                     for i in rng.permutation(len(window)):
                         writer.write(window[i])

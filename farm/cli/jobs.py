@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 
+from farm.core.choices import Device, Engine
 from farm.core.errors import FarmError
-from farm.core.settings import Device, Engine
 
 if TYPE_CHECKING:
     from farm.render.prepare import PreparedClip

@@ -1,20 +1,22 @@
-"""The `farm` command line. Heavy imports live inside the commands so that `farm --help` stays quick."""
+"""The `farm` command line. Heavy imports live inside the commands, and the commands of the other farm/cli
+modules are imported only when they run, so that `farm --help` and `farm status` start at once
+(benchmarks/cli_start.py; tests/cli/test_start.py keeps celery, numpy, ... out of them)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 import typer.core
-from rich.markup import escape
+import typer.main
 
 from farm import __version__
-from farm.cli import assets, bundle, dashboard, export, jobs, outputs, render_clip, slurm
 from farm.cli.console import err, out, plural, progress_bar
 from farm.cli.plan_options import (
     CameraMotionOption,
@@ -23,9 +25,11 @@ from farm.cli.plan_options import (
     parse_camera_motion,
     parse_people,
 )
+from farm.core.choices import Convention, Device, Split
 from farm.core.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, FarmError
-from farm.core.settings import Device, Settings, get_settings, with_convention
-from farm.core.spec import Convention, Split
+
+if TYPE_CHECKING:
+    from farm.core.settings import Settings
 
 # The help's groups, in the order an operator meets them.
 PANELS = SETUP, PLAN, RUN, CLIPS = "Set up", "Plan and track", "Run the farm", "Clips and files"
@@ -47,9 +51,59 @@ def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
 typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
+# The commands of the other farm/cli modules, imported only when one runs (or shows its own help): their imports
+# (numpy, pydantic, ...) would slow every command. Each is name: (panel, "module:function" or "module:app" for
+# a group, the line `farm --help` shows for it, which tests/cli/test_start.py checks against its own help).
+LAZY_COMMANDS = {
+    "bundle": (RUN, "farm.cli.bundle:bundle", "Write a relocatable, network-free worker: Python 3.11, bpy, the farm and its locked dependencies."),
+    "render-clip": (CLIPS, "farm.cli.render_clip:render_clip", "Render one clip (or its first N frames) to a local folder, with a progress bar."),
+    "verify": (CLIPS, "farm.cli.outputs:verify", "Check every finished clip's files in storage; exit 1 if any is missing or corrupt."),
+    "qc": (CLIPS, "farm.cli.outputs:qc", "Recompute the quality gate's checks and statistics of stored clips; exit 1 if any clip has a problem."),
+    "bookkeeper": (RUN, "farm.cli.dashboard:bookkeeper", "Serve the dashboard (/), the JSON API (/api/...), /metrics and clip thumbnails from the database."),
+}  # fmt: skip
+LAZY_GROUPS = {
+    "assets": (SETUP, "farm.cli.assets:app", "Bodies and appearance assets."),
+    "slurm": (RUN, "farm.cli.slurm:app", "Run workers on a Slurm cluster."),
+    "jobs": (RUN, "farm.cli.jobs:app", "Render jobs prepared here and rendered elsewhere (a bundle, a GPU machine)."),
+    "export": (CLIPS, "farm.cli.export:app", "Export rendered clips for training: an index table and WebDataset shards."),
+}  # fmt: skip
+LAZY = LAZY_COMMANDS | LAZY_GROUPS
+
+
+def load_command(name: str) -> Any:
+    """The click command of a LAZY row, built as `app.command(...)` or `app.add_typer(...)` would build it."""
+    panel, target, _ = LAZY[name]
+    module, attribute = target.split(":")
+    found = getattr(importlib.import_module(module), attribute)
+    holder = typer.Typer()
+    if isinstance(found, typer.Typer):
+        holder.add_typer(found, name=name, rich_help_panel=panel)
+    else:
+        holder.command(name, rich_help_panel=panel)(found)
+    return typer.main.get_group(holder).commands[name]
+
+
+class StandIn(typer.core.TyperCommand):
+    """A LAZY command before its import: its name, panel and help line, for the help's listing."""
+
+
 class GroupedCommands(typer.core.TyperGroup):
     """Lists the commands panel by panel in PANELS' order (each panel in registration order), so that the
-    help shows the groups in the order an operator meets them."""
+    help shows the groups in the order an operator meets them; imports a LAZY command when it is used."""
+
+    listing = False  # while the help lists the commands (a StandIn shows its line without an import)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+        def stand_ins(rows: dict[str, tuple[str, str, str]]) -> dict[str, Any]:
+            return {
+                name: StandIn(name=name, help=line, rich_help_panel=panel)
+                for name, (panel, _, line) in rows.items()
+            }
+
+        # typer lists commands, then groups: the LAZY commands first, the LAZY groups last, as registered
+        self.commands = {**stand_ins(LAZY_COMMANDS), **self.commands, **stand_ins(LAZY_GROUPS)}
 
     def list_commands(self, ctx: Any) -> list[str]:
         def rank(name: str) -> int:
@@ -57,6 +111,19 @@ class GroupedCommands(typer.core.TyperGroup):
             return PANELS.index(panel) if panel in PANELS else -1
 
         return sorted(super().list_commands(ctx), key=rank)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if isinstance(command, StandIn) and not self.listing:
+            command = self.commands[cmd_name] = load_command(cmd_name)
+        return command
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self.listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.listing = False
 
 
 app = typer.Typer(
@@ -71,15 +138,6 @@ catalog_import_app = typer.Typer(help="Register MoCap sequences.", no_args_is_he
 app.add_typer(db_app, name="db", rich_help_panel=SETUP)
 app.add_typer(catalog_app, name="catalog", rich_help_panel=PLAN)
 catalog_app.add_typer(catalog_import_app, name="import")
-app.add_typer(assets.app, name="assets", rich_help_panel=SETUP)
-app.add_typer(slurm.app, name="slurm", rich_help_panel=RUN)
-app.command("bundle", rich_help_panel=RUN)(bundle.bundle)
-app.add_typer(jobs.app, name="jobs", rich_help_panel=RUN)
-app.add_typer(export.app, name="export", rich_help_panel=CLIPS)
-app.command("render-clip", rich_help_panel=CLIPS)(render_clip.render_clip)
-app.command("verify", rich_help_panel=CLIPS)(outputs.verify)
-app.command("qc", rich_help_panel=CLIPS)(outputs.qc)
-app.command("bookkeeper", rich_help_panel=RUN)(dashboard.bookkeeper)
 
 
 def _print_version(value: bool) -> None:
@@ -102,6 +160,7 @@ def _options(
 def db_upgrade() -> None:
     """Apply the schema migrations to FARM_DATABASE_URL."""
     from farm.core.db import SCHEMA_REVISION, check_reachable, current_revision, get_engine, safe_url, upgrade
+    from farm.core.settings import get_settings
 
     url = get_settings().database_url
     engine = get_engine(url)
@@ -139,6 +198,7 @@ def import_surreal(
 ) -> None:
     """Register every sequence of a SURREAL smpl_data.npz, with its subject, split and shape banks."""
     from farm.core.db import session_scope
+    from farm.core.settings import get_settings
     from scheduler.catalogs import read_surreal_npz, register_catalog
 
     with err.status(f"reading {path}"):
@@ -156,6 +216,7 @@ def import_amass(
 ) -> None:
     """Register AMASS motion files (any frame rate; clips are cut at 30 fps)."""
     from farm.core.db import session_scope
+    from farm.core.settings import get_settings
     from scheduler.catalogs import read_amass_dir, register_catalog
 
     with err.status(f"reading {folder}"):
@@ -168,6 +229,7 @@ def import_amass(
 def import_builtin() -> None:
     """Register the built-in, licence-free motion library as the catalog `builtin`."""
     from farm.core.db import session_scope
+    from farm.core.settings import get_settings
     from scheduler.catalogs import builtin_sequences, register_catalog
 
     with session_scope(get_settings().database_url) as session:
@@ -183,6 +245,7 @@ def catalog_list(
     from rich.table import Table
 
     from farm.core.db import session_scope
+    from farm.core.settings import get_settings
     from scheduler.catalogs import list_sequences
 
     with session_scope(get_settings().database_url) as session:
@@ -236,6 +299,7 @@ def enqueue(
     correspondence: CorrespondenceOption = None,
 ) -> None:
     """Plan clips with SURREAL's rule, store them, and queue one render task per new clip."""
+    from farm.core.settings import get_settings, with_convention
     from scheduler.enqueue import Selection
     from scheduler.enqueue import enqueue as run_enqueue
 
@@ -278,6 +342,7 @@ def enqueue(
 def status(as_json: JsonOption = False) -> None:
     """Progress toward the target frames: per split and run, clips per state, failures, throughput, ETA."""
     from farm.core.db import session_scope
+    from farm.core.settings import get_settings
     from farm.dashboard.progress import farm_status
 
     settings = get_settings()
@@ -297,6 +362,8 @@ def shown(text: object, lines: bool = False) -> str:
     """Text from the database or an exception, safe to print with rich: control characters (an ESC sequence
     would drive the terminal; newlines too unless `lines`) become U+FFFD, and markup-like brackets
     ("[/data/bg.jpg]") are escaped."""
+    from rich.markup import escape
+
     return escape((_CONTROL_BUT_LINES if lines else _CONTROL).sub("\ufffd", str(text)))
 
 
@@ -361,6 +428,7 @@ def worker(
     import os
 
     from farm.core.db import ready_engine
+    from farm.core.settings import get_settings
 
     if device is not None:
         os.environ["FARM_DEVICE"] = device
@@ -417,6 +485,7 @@ def reconcile(
     """Re-queue clips whose worker died and re-send messages the broker lost."""
     import time
 
+    from farm.core.settings import get_settings
     from scheduler.reconcile import reconcile as run_reconcile
 
     while True:
@@ -433,6 +502,7 @@ def reconcile(
 
 def _set_paused(paused: bool) -> None:
     from farm.core.db import session_scope
+    from farm.core.settings import get_settings
     from worker.claims import set_paused
 
     with session_scope(get_settings().database_url) as session:
@@ -449,6 +519,7 @@ def pause() -> None:
 @app.command(rich_help_panel=RUN)
 def resume() -> None:
     """Hand out work again (and re-send the messages dropped while paused)."""
+    from farm.core.settings import get_settings
     from scheduler.reconcile import reconcile as run_reconcile
 
     _set_paused(False)
@@ -467,6 +538,7 @@ def retry(
     """Put failed clips back in the queue with a fresh attempt count."""
     from farm.core.celery_app import celery_for, check_broker, send_render_tasks
     from farm.core.db import session_scope
+    from farm.core.settings import get_settings
     from worker.claims import retry_failed
 
     if not failed:

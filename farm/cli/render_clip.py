@@ -15,8 +15,8 @@ from farm.cli.plan_options import (
     parse_camera_motion,
     parse_people,
 )
+from farm.core.choices import Device, Engine
 from farm.core.errors import BadUsage, FarmError
-from farm.core.settings import Device, Engine
 from farm.core.spec import ClipSpec, Convention, parse_spec
 
 if TYPE_CHECKING:

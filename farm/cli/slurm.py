@@ -22,8 +22,8 @@ from typing import Annotated, get_args
 
 import typer
 
+from farm.core.choices import Device
 from farm.core.errors import BadUsage, FarmError
-from farm.core.settings import Device
 
 app = typer.Typer(help="Run workers on a Slurm cluster.", no_args_is_help=True)
 

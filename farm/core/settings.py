@@ -9,13 +9,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from farm.core.spec import Convention
+from farm.core.choices import Convention, Device, Engine
 
 PAPER_TARGET_FRAMES = 6_536_752
-
-
-Device = Literal["cpu", "cuda", "optix"]  # the render device: the CPU, or NVIDIA GPUs through CUDA or OptiX
-Engine = Literal["cycles", "eevee"]
 
 
 class Settings(BaseSettings):

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from farm.core.choices import Convention, Split
 from farm.core.errors import FarmError
 
 SPEC_VERSION = 2  # 2 added `convention`; version 1 clips were rendered in what is now "clean"
@@ -27,11 +28,6 @@ FPS = 30
 CLIP_LENGTH = 100
 RUN_STRIDES = (50, 30, 70)  # clip step per run, in 30 fps frames (SURREAL's run0, run1, run2)
 
-Split = Literal["train", "test"]
-# What the output's values mean: "surreal" (the default) means exactly what the original's files mean, quirks
-# included (mirrored frames, the raw speed pass as flow, world-frame normals); "clean" is the farm's own
-# unmirrored OpenCV-style convention. Both are described in farm/render/__init__.py and the README.
-Convention = Literal["surreal", "clean"]
 Gender = Literal["female", "male"]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")

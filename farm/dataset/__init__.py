@@ -1,7 +1,8 @@
 """Rendered clips for training: `SurrealClips` (a torch Dataset), the clip reader and its conventions.
 
 torch is imported only when `SurrealClips` or `loader` is first used (`from farm.dataset import SurrealClips`),
-so `farm export` and the rest of the farm run without it. What every value of an item means: clips.py.
+so `farm export` and the rest of the farm run without it. What every value of an item means: clips.py. Shards of
+`farm export shards` read back into the same items: shards.py (`decode_sample`, `shard_dataset`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from farm.dataset.clips import (
     load_clip,
     read_manifest,
 )
+from farm.dataset.shards import decode_sample, shard_dataset
 
 if TYPE_CHECKING:
     from farm.dataset.torch_data import StoredClip, SurrealClips, loader
@@ -32,10 +34,12 @@ __all__ = [
     "ClipRef",
     "StoredClip",
     "SurrealClips",
+    "decode_sample",
     "depth_bins",
     "load_clip",
     "loader",
     "read_manifest",
+    "shard_dataset",
 ]
 
 

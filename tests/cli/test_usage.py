@@ -61,11 +61,14 @@ def test_the_readme_states_the_codes_the_farm_exits_with():
 
 
 def commands(command: Any = None, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
-    """(path, click command) for `farm` and every group and command under it."""
+    """(path, click command) for `farm` and every group and command under it (the ones `farm` imports only
+    when used, farm.cli.main's LAZY, included)."""
     command = command or typer.main.get_command(app)
     found = [(path, command)]
-    for name, sub in getattr(command, "commands", {}).items():
-        found += commands(sub, (*path, name))
+    if isinstance(command, typer.core.TyperGroup):
+        ctx = typer.Context(command)
+        for name in command.list_commands(ctx):
+            found += commands(command.get_command(ctx, name), (*path, name))
     return found
 
 

@@ -41,10 +41,11 @@ with BlenderProcessRenderer(RenderOptions.from_settings(settings)) as renderer:
     return {c: root / c for c in ("clean", "surreal")}
 
 
-def small_farm(folder: Path, frames: int) -> dict[str, str]:
+def small_farm(folder: Path, frames: int, correspondence: bool = False) -> dict[str, str]:
     """The embedded demo setup (farm/cli/demo.py: SQLite database and broker, output in a folder) with two of
     the demo's train clips and one test-split clip rendered (their first `frames` frames) and marked done as a
-    worker marks them; returns the FARM_ environment."""
+    worker marks them; returns the FARM_ environment. `correspondence`: the test-split clip asks for it too
+    (ClipSpec.correspondence: `_corr.mat`)."""
     from farm.cli.demo import demo_settings
 
     settings = demo_settings(folder)
@@ -83,6 +84,8 @@ with BlenderProcessRenderer(RenderOptions.from_settings(settings)) as renderer:
             clip = session.get(Clip, clip_id)
             from farm.core.spec import ClipSpec
             spec = ClipSpec.model_validate(clip.spec)
+            if {correspondence} and spec.split == "test":
+                spec = spec.model_copy(update={{"correspondence": True}})
             files = render_clip_files(spec, renderer, root, frames={frames}, settings=settings)
             manifest = json.loads((root / files.files[-1]).read_text())
             clip.spec = manifest["spec"]

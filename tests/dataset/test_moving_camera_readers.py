@@ -280,8 +280,10 @@ def test_correspondence_is_read_checked_exported_and_drawn(tmp_path):
         assert np.isfinite(item[key][fg]).all() and np.isnan(item[key][~fg]).all()
 
     assert assess_files(folder, NAME).ok
-    samples = list(shard_samples(item, "k", {}, "png"))
-    assert len(samples) == T and all({f"{k}.npy" for k in CORR_ARRAYS} <= set(s) for s in samples)
+    samples = list(shard_samples(item, "k", {}, "png"))  # compact: uv and canon as 16-bit PNG
+    assert len(samples) == T and all({f"{k}.png16" for k in CORR_ARRAYS} <= set(s) for s in samples)
+    raw = list(shard_samples(item, "k", {}, "png", "raw"))
+    assert len(raw) == T and all({f"{k}.npy" for k in CORR_ARRAYS} <= set(s) for s in raw)
     assert contact_sheet_from_files(folder, NAME).width > plain.width  # one more column: UV as colour
 
     add_correspondence(folder, damage=True)

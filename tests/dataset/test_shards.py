@@ -17,7 +17,16 @@ FRAMES = 3
 SEQUENCE = "walk_s01_01"
 DOTTED = "walk_s01_01.v2_c0002"  # a clip name holding a dot: sequence names may hold dots
 FARM = str(Path(sys.executable).parent / "farm")
-SAMPLE_PARTS = {"rgb.png", "segm.npy", "parts14.npy", "joints2d.npy", "joints3d.npy", "k.npy", "json"}
+SAMPLE_PARTS = {
+    "rgb.png",
+    "segm.png",
+    "parts14.png",
+    "depth.png16",
+    "joints2d.npy",
+    "joints3d.npy",
+    "k.npy",
+    "json",
+}
 
 
 def test_sample_keys_are_unique_and_dot_free():
@@ -131,41 +140,35 @@ def test_three_runs_of_one_sequence_read_back_as_three_clips_with_their_own_labe
     import webdataset as wds
 
     from farm.dataset.clips import load_clip, read_manifest
+    from farm.dataset.shards import decode_sample
 
     folder, env = farm_dir
     out = folder / "shards"
     export(env, out, "--frames-per-shard", "5", "--seed", "3")
     shards = sorted(str(p) for p in out.glob("train-*.tar"))
     by_clip: dict[int, dict[int, dict[str, Any]]] = {}
-    for sample in wds.WebDataset(shards, shardshuffle=False).decode("rgb8"):
-        assert SAMPLE_PARTS <= set(sample), (sample["__key__"], set(sample))  # whole: no key split at a dot
-        meta = sample["json"]
+    for raw in wds.WebDataset(shards, shardshuffle=False):
+        assert SAMPLE_PARTS <= set(raw), (raw["__key__"], set(raw))  # whole: no key split at a dot
+        sample = decode_sample(raw)  # the compact members into load_clip's arrays
+        meta = sample["meta"]
         assert "." not in sample["__key__"] and sample["__key__"].endswith(f"-f{meta['frame']:03d}")
         assert meta["frame"] not in by_clip.setdefault(meta["clip_id"], {})  # one sample per frame
         by_clip[meta["clip_id"]][meta["frame"]] = sample
-    names = {clip_id: next(iter(frames.values()))["json"]["clip"] for clip_id, frames in by_clip.items()}
+    names = {clip_id: next(iter(frames.values()))["clip"] for clip_id, frames in by_clip.items()}
     assert sorted(names.values()) == [DOTTED] + [f"{SEQUENCE}_c0001"] * 3  # one name in three runs
     for clip_id, frames in by_clip.items():
         assert sorted(frames) == list(range(FRAMES))
-        meta = frames[0]["json"]
+        meta = frames[0]["meta"]
         clip_folder = folder / "output" / "builtin" / meta["split"] / f"run{meta['run']}" / meta["sequence"]
         own = load_clip(read_manifest(clip_folder, meta["clip"]))
         for f, sample in frames.items():
-            for part, key in (
-                ("segm", "segm"),
-                ("parts14", "parts14"),
-                ("joints2d", "joints2D"),
-                ("rgb", "rgb"),
-            ):
-                got = sample["rgb.png" if part == "rgb" else f"{part}.npy"]
-                assert np.array_equal(got, own[key][f]), (names[clip_id], meta["run"], part, f)
-    runs = {
-        frames[0]["json"]["run"]: frames for frames in by_clip.values() if frames[0]["json"]["clip"] != DOTTED
-    }
+            for key in ("segm", "parts14", "joints2D", "rgb"):
+                assert np.array_equal(sample[key], own[key][f]), (names[clip_id], meta["run"], key, f)
+    runs = {frames[0]["run"]: frames for frames in by_clip.values() if frames[0]["clip"] != DOTTED}
     assert sorted(runs) == [0, 1, 2]
     # the runs' clips differ, so a sample holding another run's labels would have failed above
-    assert not np.array_equal(runs[0][0]["joints2d.npy"], runs[1][0]["joints2d.npy"])
-    assert not np.array_equal(runs[1][0]["joints2d.npy"], runs[2][0]["joints2d.npy"])
+    assert not np.array_equal(runs[0][0]["joints2D"], runs[1][0]["joints2D"])
+    assert not np.array_equal(runs[1][0]["joints2D"], runs[2][0]["joints2D"])
 
 
 @pytest.mark.blender
