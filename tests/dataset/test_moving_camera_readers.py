@@ -25,6 +25,7 @@ from worker.qc import assess_files, clip_suffixes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
 from test_qc import clip_arrays, spec  # noqa: E402
+from walk_clip import render_walk  # noqa: E402
 
 NAME = "01_01_c0001"
 T, H, W = 4, 240, 320
@@ -369,39 +370,17 @@ MOVING_FRAMES = 5
 
 
 def render_moving(root: Path) -> dict[str, Path]:
-    """The built-in walk (tests/dataset/rendering.py's clip) with a moving camera (scheduler.sampler's
-    camera_motion_rand, "follow+handheld+zoom") and correspondence, rendered by Blender in both conventions:
-    {convention: root}."""
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
-    env["FARM_DATABASE_URL"] = f"sqlite:///{root / 'farm.db'}"
-    farm = str(Path(sys.executable).parent / "farm")
-    subprocess.run([farm, "catalog", "import", "builtin"], env=env, cwd=root, check=True, capture_output=True)
-    code = f"""
-import sys
-from pathlib import Path
-import numpy as np
-from farm.cli.render_clip import resolve_spec
-from farm.core.settings import get_settings
-from farm.render.client import BlenderProcessRenderer
-from farm.render.job import RenderOptions
-from scheduler.sampler import camera_motion_rand
-from worker.output import render_clip_files
-settings = get_settings()
-spec, _ = resolve_spec(settings, "walk_s01_01", 0, 2)
-motion = camera_motion_rand(np.random.default_rng(1), "follow+handheld+zoom")
-with BlenderProcessRenderer(RenderOptions.from_settings(settings)) as renderer:
-    for convention in ("surreal", "clean"):
-        s = spec.model_copy(update={{"camera_motion": motion, "convention": convention, "correspondence": True}})
-        render_clip_files(s, renderer, Path(sys.argv[1]) / convention, frames={MOVING_FRAMES}, settings=settings)
-"""
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(root)], env=env, cwd=root, capture_output=True, text=True
+    """The built-in walk (tests/walk_clip.py) with a moving camera (scheduler.sampler's camera_motion_rand,
+    "follow+handheld+zoom") and correspondence, rendered by Blender in both conventions: {convention: root}."""
+    setup = (
+        "import numpy as np\nfrom scheduler.sampler import camera_motion_rand\n"
+        'motion = camera_motion_rand(np.random.default_rng(1), "follow+handheld+zoom")'
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return {c: root / c for c in ("surreal", "clean")}
+    variants = {
+        c: f'{{"camera_motion": motion, "convention": {c!r}, "correspondence": True}}'
+        for c in ("surreal", "clean")
+    }
+    return render_walk(root, MOVING_FRAMES, variants, setup=setup)
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,17 @@ camK/camR/camT, the SMPL body rebuilt with smplx from the stored pose, zrot and 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 import surreal_relations as sr
+from walk_clip import NAME as CLIP
+from walk_clip import render_walk
 
 W, H = 320, 240
 FRAMES = 10
-CLIP = "walk_s01_01_c0003"
 # Stronger than the sampler draws, so that a few frames show every part of the motion clearly.
 MOTION = dict(mode="follow+handheld+zoom", lag_s=0.2, shake_deg=1.5, shake_hz=2.5, shake_seed=7, zoom=3.5)
 
@@ -37,30 +35,15 @@ def moving_clean(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
 
 def render_moving(root: Path, convention: str, frames: int) -> dict[str, dict[str, np.ndarray]]:
     """The built-in walking clip's first `frames` frames with MOTION's camera, read back from its files."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
-    env["FARM_DATABASE_URL"] = f"sqlite:///{root / 'farm.db'}"
-    farm = str(Path(sys.executable).parent / "farm")
-    subprocess.run([farm, "catalog", "import", "builtin"], env=env, cwd=root, check=True, capture_output=True)
-    code = f"""
-import sys
-from pathlib import Path
-from farm.cli.render_clip import resolve_spec
-from farm.core.settings import get_settings
-from farm.core.spec import CameraMotion
-from farm.render.client import ParallelRenderer
-from farm.render.job import RenderOptions
-from worker.output import render_clip_files
-settings = get_settings()
-spec, _ = resolve_spec(settings, "walk_s01_01", 0, 2)
-spec = spec.model_copy(update={{"camera_motion": CameraMotion(**{MOTION!r}), "convention": {convention!r}}})
-with ParallelRenderer(RenderOptions.from_settings(settings)) as renderer:
-    render_clip_files(spec, renderer, Path(sys.argv[1]), frames={frames}, settings=settings)
-"""
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(root / "out")], env=env, cwd=root, capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    folder = root / "out/builtin/train/run0/walk_s01_01"
+    update = f'{{"camera_motion": CameraMotion(**{MOTION!r}), "convention": {convention!r}}}'
+    out = render_walk(
+        root,
+        frames,
+        {"out": update},
+        setup="from farm.core.spec import CameraMotion",
+        renderer="ParallelRenderer",
+    )["out"]
+    folder = out / "builtin/train/run0/walk_s01_01"
     files = {"info": scipy.io.loadmat(folder / f"{CLIP}_info.mat")}
     for prefix in ("depth", "segm", "gtflow", "normal"):
         mat = scipy.io.loadmat(folder / f"{CLIP}_{prefix}.mat")
