@@ -24,6 +24,7 @@ image's size, the frame-0 view being its centre, and each frame samples it throu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,31 +159,33 @@ def background_canvas_size(width: int, height: int) -> tuple[int, int]:
     )
 
 
+@functools.cache
 def pixel_grid(width: int, height: int, pixel_centre: float) -> np.ndarray:
-    """(H, W, 3) homogeneous K coordinates of every pixel centre."""
+    """(H, W, 3) homogeneous K coordinates of every pixel centre (made once per size; read-only)."""
     u, v = np.meshgrid(np.arange(width) + pixel_centre, np.arange(height) + pixel_centre)
-    return np.stack([u, v, np.ones_like(u)], -1)
+    grid = np.stack([u, v, np.ones_like(u)], -1)
+    grid.flags.writeable = False
+    return grid
 
 
 def warp_background(
     canvas: np.ndarray, H: np.ndarray, width: int, height: int, pixel_centre: float
-) -> np.ndarray:
-    """Frame pixels (height, width, C) of the canvas (a frame-0 view extended BACKGROUND_MARGIN times, its
+) -> np.ndarray:  # fmt: skip
+    """Frame pixels (height, width, C) float32 of the canvas (a frame-0 view extended BACKGROUND_MARGIN times, its
     centre the frame-0 image) seen through the homography H (frame-0 -> frame pixels); bilinear, edges held."""
     ch, cw = canvas.shape[:2]
     p0 = pixel_grid(width, height, pixel_centre) @ np.linalg.inv(H).T
     # canvas column of a frame-0 K coordinate: the frame-0 image's pixel centres sit at c + pixel_centre
-    x = p0[..., 0] / p0[..., 2] - pixel_centre + (cw - width) / 2
-    y = p0[..., 1] / p0[..., 2] - pixel_centre + (ch - height) / 2
-    x = np.clip(x, 0.0, cw - 1.0)
-    y = np.clip(y, 0.0, ch - 1.0)
-    x0 = np.minimum(np.floor(x).astype(np.int64), cw - 2)
-    y0 = np.minimum(np.floor(y).astype(np.int64), ch - 2)
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    c = canvas.astype(np.float32)
-    top = c[y0, x0] * (1 - fx) + c[y0, x0 + 1] * fx
-    bottom = c[y0 + 1, x0] * (1 - fx) + c[y0 + 1, x0 + 1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    x = np.clip(p0[..., 0] / p0[..., 2] - pixel_centre + (cw - width) / 2, 0.0, cw - 1.0)
+    y = np.clip(p0[..., 1] / p0[..., 2] - pixel_centre + (ch - height) / 2, 0.0, ch - 1.0)
+    x0 = np.minimum(x.astype(np.int64), cw - 2)  # floor: x >= 0
+    y0 = np.minimum(y.astype(np.int64), ch - 2)
+    fx, fy = (x - x0).astype(np.float32)[..., None], (y - y0).astype(np.float32)[..., None]
+    flat = np.asarray(canvas, np.float32).reshape(ch * cw, -1)  # one gather per corner of the flat canvas
+    i = y0 * cw + x0
+    top = flat[i] * (1 - fx) + flat[i + 1] * fx
+    bottom = flat[i + cw] * (1 - fx) + flat[i + cw + 1] * fx
+    return top * (1 - fy) + bottom * fy
 
 
 def background_flow(

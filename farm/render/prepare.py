@@ -73,6 +73,9 @@ def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Settings |
     first, *rest = spec.people
     mesh, poses, joints = body_of(first)
     camera = make_camera(spec, joints[0, 0])
+    size = (spec.camera.width, spec.camera.height)
+    if spec.camera_motion is not None:  # it sees more of the photo (farm/render/camera_motion.py)
+        size = background_canvas_size(*size)
     job = RenderJob(
         spec=spec,
         vertices=mesh.vertices,
@@ -81,15 +84,13 @@ def prepare_clip(spec: ClipSpec, frames: int | None = None, settings: Settings |
         ft=mesh.ft,
         face_parts=mesh.face_parts,
         texture=mesh.texture,
-        background=load_background(spec.background, spec.camera.width, spec.camera.height),
+        background=load_background(spec.background, *size),
         camera=camera,
         canonical=mesh.canonical,
     )
     clip = PreparedClip(job, poses, camera.body_to_world(joints).astype(np.float32))
     if spec.camera_motion is not None:
         job.camera = with_motion(camera, spec, clip.joints[:, 0])
-        width, height = background_canvas_size(spec.camera.width, spec.camera.height)
-        job.background = load_background(spec.background, width, height)
     if not rest:
         return clip
     unplaced = []
