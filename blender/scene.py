@@ -347,9 +347,12 @@ class SceneRenderer:
         img.pixels.foreach_set(rgba.ravel())  # type: ignore[attr-defined]  # stubs: pixels is a float
         img.update()
         slot.texture_key = key
-        # Cycles' persistent data does not see new pixels (nor a new image): a warm process rendered the next
-        # clip in the previous clip's texture (tests/blender/test_warm_texture.py). Turning it off frees it, so
-        # the next render syncs the scene again; the frames after that reuse it.
+        self._resync()
+
+    def _resync(self) -> None:
+        """Free Cycles' persistent data, so the next render syncs the scene again (the frames after it reuse it).
+        It does not see new pixels, a new image, new AOVs or new shader nodes: a warm process rendered the next
+        clip in the previous clip's texture (tests/blender/test_warm_texture.py)."""
         render = self.scene.render
         render.use_persistent_data = False
         render.use_persistent_data = True
@@ -388,10 +391,8 @@ class SceneRenderer:
                 if not slot.correspondence:
                     self._add_correspondence_nodes(slot)
                     changed = True
-        if changed:  # as in _set_texture: persistent data would keep the old passes and shaders
-            render = self.scene.render
-            render.use_persistent_data = False
-            render.use_persistent_data = True
+        if changed:  # persistent data would keep the old passes and shaders
+            self._resync()
 
     @staticmethod
     def _add_correspondence_nodes(slot: _Slot) -> None:
