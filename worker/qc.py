@@ -36,7 +36,7 @@ import numpy as np
 
 from farm.core.errors import FarmError
 from farm.core.spec import CLIP_LENGTH
-from farm.render.camera import WORLD_TO_CV, project_with_info
+from farm.render.camera import WORLD_TO_CV, project_frames, project_with_info
 from farm.render.job import BACKGROUND_DEPTH
 from worker.clip_files import (
     BadClipFile,
@@ -125,14 +125,6 @@ PASS_SHAPES = {"depth": (), "segm": (), "flow": (2,), "normal": (3,), "inst": ()
 CORR_PASSES = ("uv", "canon")
 # How far a moving camera's stored camR may be from a rotation (float32 storage is ~1e-7 off)
 ROTATION_TOLERANCE = 1e-3
-
-
-def project_frames(K: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """World points (..., T, J, 3) through frame t's camera (K, R (T, 3, 3), t (T, 3), as `_info.mat`'s camK,
-    camR, camT of a moving camera) -> pixels (..., T, J, 2)."""
-    x = np.einsum("tij,...tkj->...tki", R, np.asarray(points, np.float64)) + t[:, None, :]
-    x = np.einsum("tij,...tkj->...tki", K, x)
-    return x[..., :2] / x[..., 2:3]
 
 
 def _corr_wrong(a: np.ndarray, body: np.ndarray) -> np.ndarray:

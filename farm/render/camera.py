@@ -63,15 +63,13 @@ class Camera:
         if self.path is None:
             return self.to_camera(points)
         _, R, t = self.frames(points.shape[-3])
-        return np.einsum("tij,...tkj->...tki", R, points) + t[:, None, :]
+        return to_camera_frames(R, t, points)
 
     def project_frames(self, points: np.ndarray) -> np.ndarray:
         """Points (..., T, J, 3) -> pixels (..., T, J, 2), frame t's through frame t's camera (static: project)."""
         if self.path is None:
             return self.project(points)
-        K = self.frames(points.shape[-3])[0]
-        x = np.einsum("tij,...tkj->...tki", K, self.to_camera_frames(points))
-        return x[..., :2] / x[..., 2:3]
+        return project_frames(*self.frames(points.shape[-3]), points)
 
     @property
     def location(self) -> np.ndarray:
@@ -99,6 +97,18 @@ class Camera:
         u = (np.arange(self.width) + self.pixel_centre - self.K[0, 2]) / self.K[0, 0]
         v = (np.arange(self.height) + self.pixel_centre - self.K[1, 2]) / self.K[1, 1]
         return np.sqrt(1.0 + u[None, :] ** 2 + v[:, None] ** 2).astype(np.float32)
+
+
+def to_camera_frames(R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """World points (..., T, J, 3), frame t's into frame t's camera: R (T, 3, 3), t (T, 3)."""
+    return np.einsum("tij,...tkj->...tki", R, np.asarray(points, np.float64)) + t[:, None, :]
+
+
+def project_frames(K: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """World points (..., T, J, 3) through frame t's camera (K, R (T, 3, 3), t (T, 3): a moving camera's
+    frames, or `_info.mat`'s camK, camR, camT) -> pixels (..., T, J, 2)."""
+    x = np.einsum("tij,...tkj->...tki", K, to_camera_frames(R, t, points))
+    return x[..., :2] / x[..., 2:3]
 
 
 def apply_rigid(m: np.ndarray, points: np.ndarray) -> np.ndarray:
